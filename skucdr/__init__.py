@@ -1,0 +1,33 @@
+"""skucdr: unsupervised cross-domain retrieval with a scikit-learn API.
+
+Public names are imported lazily, so ``import skucdr`` stays cheap and does not import
+torch until an estimator that needs it is used. Importing has no other side effect (in
+particular, scikit-learn's global configuration is never changed).
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "UniversalCDRRetriever": "skucdr.retrievers.uem",
+    "TextPhaseRetriever": "skucdr.retrievers.tpsnet",
+    "PhasePriorExtractor": "skucdr.preprocessing",
+    "PrototypeClusterer": "skucdr.cluster",
+    "pack_domains": "skucdr._domains",
+    "unpack_domains": "skucdr._domains",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'skucdr' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,288 @@
+"""The domain data model: mappings of domains, flat arrays and their validation.
+
+Every estimator of skucdr accepts either a mapping ``{"art": X_a, "clipart": X_c}`` or a
+flat ``X`` with a ``sample_domain`` array (one domain label per row). Internally, and in
+every meta-estimator path (Pipeline, GridSearchCV, cross_validate), only the flat form is
+used, because scikit-learn's cross-validation cannot split a dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._sklearn_compat import validate_data
+
+__all__ = ["pack_domains", "unpack_domains", "check_domain_input", "DomainInput"]
+
+
+def _as_array(value, name):
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - numpy message is clear enough
+        raise TypeError(f"Domain {name!r}: could not convert to an array ({exc}).") from exc
+    if arr.dtype == object:
+        raise TypeError(
+            f"Domain {name!r}: expected a numeric array, got an array of Python objects."
+        )
+    return arr
+
+
+def pack_domains(mapping):
+    """Stack a mapping of domains into one flat array and a ``sample_domain`` array.
+
+    Parameters
+    ----------
+    mapping : Mapping of str or int to array-like
+        ``{domain_name: X_domain}``. Each ``X_domain`` has shape ``(n_d, ...)`` with the
+        same trailing shape for every domain: feature vectors ``(n_d, n_features)`` or
+        images ``(n_d, C, H, W)``. A value may also be a pair ``(X_domain, y_domain)`` as
+        returned by :func:`skucdr.datasets.load_digit_domains`; then labels are stacked too.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, ...)
+        Rows of every domain, in the mapping's insertion order.
+    y : ndarray of shape (n_samples,)
+        Only when the values are ``(X, y)`` pairs: the stacked labels.
+    sample_domain : ndarray of shape (n_samples,)
+        The domain name of every row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skucdr import pack_domains
+    >>> X, d = pack_domains({"art": np.zeros((2, 3)), "photo": np.ones((1, 3))})
+    >>> X.shape, list(d)
+    ((3, 3), ['art', 'art', 'photo'])
+    """
+    if not isinstance(mapping, Mapping):
+        raise TypeError(
+            f"pack_domains expects a mapping of domain name to array, got {type(mapping).__name__}."
+        )
+    if len(mapping) == 0:
+        raise ValueError("pack_domains got an empty mapping: at least one domain is needed.")
+    values = list(mapping.values())
+    with_labels = [isinstance(v, tuple) and len(v) == 2 for v in values]
+    if any(with_labels) and not all(with_labels):
+        raise ValueError(
+            "pack_domains: either every value is an array or every value is an (X, y) pair."
+        )
+    with_labels = all(with_labels)
+
+    xs, ys, names = [], [], []
+    trailing = None
+    for name, value in mapping.items():
+        x_part, y_part = value if with_labels else (value, None)
+        x_part = _as_array(x_part, name)
+        if x_part.ndim < 2:
+            raise ValueError(
+                f"Domain {name!r}: expected a 2-D (n, n_features) or 4-D (n, C, H, W) array, "
+                f"got shape {x_part.shape}."
+            )
+        if x_part.shape[0] == 0:
+            raise ValueError(f"Domain {name!r} is empty: every domain needs at least one row.")
+        if trailing is None:
+            trailing = x_part.shape[1:]
+        elif x_part.shape[1:] != trailing:
+            raise ValueError(
+                f"Domain {name!r} has rows of shape {x_part.shape[1:]}, but the first domain "
+                f"has rows of shape {trailing}: every domain must share one row shape."
+            )
+        if with_labels:
+            y_part = np.asarray(y_part)
+            if y_part.shape != (x_part.shape[0],):
+                raise ValueError(
+                    f"Domain {name!r}: labels of shape {y_part.shape} do not match "
+                    f"{x_part.shape[0]} rows."
+                )
+            ys.append(y_part)
+        xs.append(x_part)
+        names.append(np.full(x_part.shape[0], name, dtype=object))
+    X = np.concatenate(xs, axis=0)
+    sample_domain = np.concatenate(names)
+    if all(isinstance(n, (int, np.integer)) for n in mapping):
+        sample_domain = sample_domain.astype(np.int64)
+    else:
+        sample_domain = sample_domain.astype(str)
+    if with_labels:
+        return X, np.concatenate(ys), sample_domain
+    return X, sample_domain
+
+
+def _domain_order(sample_domain):
+    """Unique domain labels in order of first appearance."""
+    _, first = np.unique(sample_domain, return_index=True)
+    return sample_domain[np.sort(first)]
+
+
+def unpack_domains(Z, sample_domain, *, domains=None):
+    """Split rows of ``Z`` back into a mapping of domain name to array.
+
+    Parameters
+    ----------
+    Z : array-like of shape (n_samples, ...)
+        Rows to split (features, embeddings, labels ...).
+    sample_domain : array-like of shape (n_samples,)
+        The domain of every row.
+    domains : sequence, default=None
+        Order of the keys of the result. By default, the order in which domains first
+        appear in ``sample_domain``.
+
+    Returns
+    -------
+    mapping : dict
+        ``{domain: Z[sample_domain == domain]}``.
+    """
+    Z = np.asarray(Z) if not hasattr(Z, "iloc") else Z
+    sample_domain = np.asarray(sample_domain)
+    if sample_domain.shape != (len(Z),):
+        raise ValueError(
+            f"sample_domain has shape {sample_domain.shape}; expected ({len(Z)},), one "
+            "domain label per row."
+        )
+    order = _domain_order(sample_domain) if domains is None else list(domains)
+    take = (lambda m: Z.iloc[m]) if hasattr(Z, "iloc") else (lambda m: Z[m])
+    return {_to_python(d): take(sample_domain == d) for d in order}
+
+
+def _to_python(label):
+    return label.item() if isinstance(label, np.generic) else label
+
+
+@dataclass
+class DomainInput:
+    """Validated input of an estimator.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32
+        Rows in flat form (images are flattened row-major as ``C*H*W``).
+    sample_domain : ndarray of shape (n_samples,)
+        Domain label of every row (``0`` for every row when none was given).
+    image_shape : tuple of int or None
+        ``(C, H, W)`` when rows are images, else None.
+    from_mapping : bool
+        Whether the caller passed a mapping (outputs are then returned as a mapping).
+    domain_order : list
+        Domain labels in order of first appearance.
+    """
+
+    X: np.ndarray
+    sample_domain: np.ndarray
+    image_shape: tuple | None
+    from_mapping: bool
+    domain_order: list
+
+
+def _check_image_shape(image_shape):
+    if image_shape is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except TypeError as exc:
+        raise TypeError(f"image_shape must be a tuple (C, H, W), got {image_shape!r}.") from exc
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}.")
+    return shape
+
+
+def check_domain_input(
+    estimator, X, sample_domain=None, *, image_shape=None, reset=True, require_images=False
+):
+    """Validate the input of a domain-aware estimator and bring it to flat form.
+
+    Accepts a mapping of domains, a 2-D array of feature vectors or flattened images
+    (with ``image_shape``), or a 4-D image array ``(n, C, H, W)``. Calls scikit-learn's
+    ``validate_data`` on the flat array, so ``n_features_in_`` is set on ``reset`` and
+    checked otherwise.
+
+    Parameters
+    ----------
+    estimator : estimator instance
+        The estimator whose input is validated.
+    X : array-like or Mapping
+        The input.
+    sample_domain : array-like of shape (n_samples,), default=None
+        Domain label (str or int) of every row; None means one domain (label ``0``).
+        Must be None when ``X`` is a mapping.
+    image_shape : tuple (C, H, W), default=None
+        The shape of one image when ``X`` holds flattened images.
+    reset : bool, default=True
+        True in ``fit``; False in ``transform`` and other post-fit methods.
+    require_images : bool, default=False
+        Raise a ``ValueError`` when the rows are not images.
+
+    Returns
+    -------
+    DomainInput
+    """
+    from_mapping = isinstance(X, Mapping)
+    if from_mapping:
+        if sample_domain is not None:
+            raise ValueError(
+                "Pass either a mapping {domain: X} or a flat X with sample_domain, not both."
+            )
+        X, sample_domain = pack_domains(X)
+
+    image_shape = _check_image_shape(image_shape)
+    if hasattr(X, "detach") and hasattr(X, "cpu"):
+        X = X.detach().cpu().numpy()
+    if not hasattr(X, "iloc") and not hasattr(X, "tocsr"):
+        X_arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        if X_arr.ndim == 4:
+            if image_shape is not None and tuple(X_arr.shape[1:]) != image_shape:
+                raise ValueError(
+                    f"X holds images of shape {X_arr.shape[1:]}, but image_shape={image_shape}."
+                )
+            image_shape = tuple(int(s) for s in X_arr.shape[1:])
+            X = X_arr.reshape(X_arr.shape[0], -1)
+        elif X_arr.ndim == 3:
+            raise ValueError(
+                f"X has shape {X_arr.shape}: expected (n, n_features), (n, C, H, W) images, "
+                "or flattened images with image_shape=(C, H, W). Add the channel axis to "
+                "single-channel images (X[:, None])."
+            )
+
+    X = validate_data(estimator, X, reset=reset, dtype=[np.float32, np.float64])
+    X = np.asarray(X, dtype=np.float32)
+    if image_shape is not None and int(np.prod(image_shape)) != X.shape[1]:
+        raise ValueError(
+            f"image_shape={image_shape} holds {int(np.prod(image_shape))} values per image, "
+            f"but X has {X.shape[1]} features per row."
+        )
+    if require_images and image_shape is None:
+        raise ValueError(
+            f"{type(estimator).__name__} needs images: pass X of shape (n, C, H, W), or "
+            "flattened images together with image_shape=(C, H, W). Plain feature vectors "
+            "carry no pixels."
+        )
+
+    n = X.shape[0]
+    if sample_domain is None:
+        sample_domain = np.zeros(n, dtype=np.int64)
+    else:
+        sample_domain = np.asarray(sample_domain)
+        if sample_domain.ndim != 1 or sample_domain.shape[0] != n:
+            raise ValueError(
+                f"sample_domain has shape {sample_domain.shape}; expected ({n},), one domain "
+                "label per row of X."
+            )
+        if sample_domain.dtype.kind not in "iuUSO":
+            raise TypeError(
+                "sample_domain must hold domain names (str) or ints, got dtype "
+                f"{sample_domain.dtype}."
+            )
+        if sample_domain.dtype.kind == "O":
+            sample_domain = sample_domain.astype(str)
+    return DomainInput(
+        X=X,
+        sample_domain=sample_domain,
+        image_shape=image_shape,
+        from_mapping=from_mapping,
+        domain_order=[_to_python(d) for d in _domain_order(sample_domain)],
+    )
