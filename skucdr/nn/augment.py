@@ -1,0 +1,160 @@
+"""Batched, seeded data augmentation on tensors (no per-image Python loop).
+
+Contrastive learning needs two kinds of invariance: geometric (crop, shift, scale,
+rotation) and photometric (colour jitter, grey-scale). Both are applied here to a whole
+batch at once on the batch's device, drawing from an explicit ``torch.Generator`` so a
+fit is reproducible with ``random_state``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+__all__ = ["ImageAugment", "FeatureAugment", "build_augment"]
+
+
+def _uniform(gen, n, low, high, device):
+    return torch.rand(n, generator=gen, device="cpu").to(device) * (high - low) + low
+
+
+@dataclass
+class ImageAugment:
+    """Random affine crop + colour jitter + random grey-scale for ``(n, C, H, W)`` batches.
+
+    Parameters
+    ----------
+    scale : tuple of float, default=(0.75, 1.1)
+        Range of the zoom factor (below 1 zooms out, above 1 zooms in).
+    max_rotation : float, default=15
+        Largest rotation in degrees.
+    max_shift : float, default=0.1
+        Largest translation as a fraction of the image size.
+    brightness, contrast, saturation : float, default=0.4
+        Colour-jitter strengths (factors drawn in ``[1 - s, 1 + s]``).
+    hue : float, default=0.1
+        Hue jitter, as a rotation of the colour vector about the grey axis (fraction of a turn).
+    jitter_p : float, default=0.8
+        Probability of applying colour jitter to an image.
+    grayscale_p : float, default=0.2
+        Probability of turning an image grey.
+    invert_p : float, default=0.0
+        Probability of inverting an image's intensities.
+    """
+
+    scale: tuple = (0.75, 1.1)
+    max_rotation: float = 15.0
+    max_shift: float = 0.1
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    invert_p: float = 0.0
+
+    def geometric(self, x, gen):
+        n, device = x.shape[0], x.device
+        zoom = _uniform(gen, n, *self.scale, device)
+        angle = _uniform(gen, n, -self.max_rotation, self.max_rotation, device) * math.pi / 180
+        shift = _uniform(gen, 2 * n, -self.max_shift, self.max_shift, device).view(n, 2) * 2
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)],
+            dim=1,
+        ).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def photometric(self, x, gen):
+        n, c, device = x.shape[0], x.shape[1], x.device
+        shape = (n, 1, 1, 1)
+        apply = (_uniform(gen, n, 0, 1, device) < self.jitter_p).view(shape).to(x.dtype)
+        b = _uniform(gen, n, 1 - self.brightness, 1 + self.brightness, device).view(shape)
+        k = _uniform(gen, n, 1 - self.contrast, 1 + self.contrast, device).view(shape)
+        s = _uniform(gen, n, 1 - self.saturation, 1 + self.saturation, device).view(shape)
+        jittered = x * b
+        mean = jittered.mean(dim=(1, 2, 3), keepdim=True)
+        jittered = (jittered - mean) * k + mean
+        if c == 3:
+            grey = _luma(jittered)
+            jittered = (jittered - grey) * s + grey
+            jittered = _rotate_hue(jittered, _uniform(gen, n, -self.hue, self.hue, device))
+        x = apply * jittered.clamp(0, 1) + (1 - apply) * x
+        if c == 3 and self.grayscale_p > 0:
+            grey_mask = (_uniform(gen, n, 0, 1, device) < self.grayscale_p).view(shape).to(x.dtype)
+            x = grey_mask * _luma(x).expand_as(x) + (1 - grey_mask) * x
+        if self.invert_p > 0:
+            inv = (_uniform(gen, n, 0, 1, device) < self.invert_p).view(shape).to(x.dtype)
+            x = inv * (1 - x) + (1 - inv) * x
+        return x
+
+    def __call__(self, x, gen):
+        """Augment a batch of images with values in ``[0, 1]``."""
+        return self.photometric(self.geometric(x, gen), gen)
+
+
+def _luma(x):
+    weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def _rotate_hue(x, turns):
+    """Rotate RGB vectors about the grey axis by ``turns`` of a full turn (per image)."""
+    angle = turns * 2 * math.pi
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    k = 1.0 / math.sqrt(3.0)
+    # Rodrigues' rotation about the unit axis (1, 1, 1)/sqrt(3), one matrix per image.
+    one_minus = (1 - cos) / 3.0
+    a = cos + one_minus
+    b = one_minus - k * sin
+    c = one_minus + k * sin
+    rot = torch.stack(
+        [torch.stack([a, b, c], 1), torch.stack([c, a, b], 1), torch.stack([b, c, a], 1)], 1
+    ).to(x.dtype)
+    return torch.einsum("nij,njhw->nihw", rot, x)
+
+
+@dataclass
+class FeatureAugment:
+    """Gaussian noise and feature dropout for feature-vector batches.
+
+    Parameters
+    ----------
+    noise : float, default=0.05
+        Standard deviation of the added noise, relative to each row's standard deviation.
+    dropout : float, default=0.1
+        Probability of zeroing each feature.
+    """
+
+    noise: float = 0.05
+    dropout: float = 0.1
+
+    def __call__(self, x, gen):
+        scale = x.std(dim=1, keepdim=True) * self.noise
+        noise = torch.randn(x.shape, generator=gen, device="cpu").to(x.device)
+        keep = (torch.rand(x.shape, generator=gen, device="cpu") >= self.dropout).to(x.device)
+        return (x + noise * scale) * keep.to(x.dtype) / (1 - self.dropout)
+
+
+def build_augment(image_shape, spec="auto"):
+    """The default augmentation for the input kind, or the user's callable.
+
+    Parameters
+    ----------
+    image_shape : tuple or None
+        Shape of one image, None for feature vectors.
+    spec : "auto", None or callable
+        ``"auto"``: :class:`ImageAugment` for images, :class:`FeatureAugment` for vectors;
+        None: no augmentation; a callable ``f(batch, generator) -> batch`` is used as is.
+    """
+    if spec is None:
+        return lambda x, gen: x
+    if callable(spec):
+        return spec
+    if spec != "auto":
+        raise ValueError(f"augment must be 'auto', None or a callable, got {spec!r}.")
+    return ImageAugment() if image_shape is not None else FeatureAugment()

@@ -1,0 +1,259 @@
+"""Image and feature encoders shared by the retrievers.
+
+Every encoder here maps a batch to a feature vector ``(n, feature_dim)`` through
+``forward`` and, for image encoders, exposes the last spatial map through
+``forward_map`` ``(n, channels, h, w)`` (TPSNet fuses it with the phase prior).
+:class:`EmbeddingNet` adds the projection head that produces the retrieval embedding.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "SmallCNN",
+    "MLPEncoder",
+    "ModuleEncoder",
+    "EmbeddingNet",
+    "build_encoder",
+    "ENCODER_NAMES",
+]
+
+ENCODER_NAMES = ("auto", "cnn", "mlp", "resnet18", "resnet50")
+
+
+def _conv_block(c_in, c_out, stride):
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """A four-block convolutional encoder for small images (up to about 64x64).
+
+    Blocks of 3x3 convolution, batch norm and ReLU with widths ``width * (1, 2, 4, 8)``.
+    The first block halves the resolution (a cheap stem: most of the cost of a small CNN
+    on CPU is in its full-resolution layers); each later block halves it again while the
+    map is larger than 4x4, so 28x28 digits end on a 4x4 map and 64x64 images on 4x4.
+    Global average pooling gives the feature vector.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input images.
+    width : int, default=32
+        Channels of the first block.
+    image_size : int, default=28
+        Smaller side of the input images (sets the strides).
+    """
+
+    def __init__(self, in_channels, width=32, image_size=28):
+        super().__init__()
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        size = (image_size + 1) // 2
+        blocks = [_conv_block(in_channels, widths[0], 2)]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            stride = 2 if size > 4 else 1
+            size = (size + 1) // 2 if stride == 2 else size
+            blocks.append(_conv_block(c_in, c_out, stride))
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_dim = widths[3]
+        self.map_channels = widths[3]
+
+    def forward_map(self, x):
+        """Last feature map, shape ``(n, 8 * width, h, w)``."""
+        return self.blocks(x)
+
+    def forward(self, x):
+        return self.forward_map(x).mean(dim=(2, 3))
+
+
+class MLPEncoder(nn.Module):
+    """A two-layer perceptron for feature vectors (embeddings of a frozen backbone).
+
+    Parameters
+    ----------
+    in_features : int
+        Width of the input vectors.
+    hidden : int, default=512
+        Width of both hidden layers (also the output feature width).
+    """
+
+    def __init__(self, in_features, hidden=512):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.feature_dim = hidden
+        self.map_channels = None
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ModuleEncoder(nn.Module):
+    """Wrap any user ``torch.nn.Module`` mapping a batch to features.
+
+    The module's output is flattened to ``(n, feature_dim)``; a 4-D output is average
+    pooled over its spatial axes (and is then also available through ``forward_map``).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The user's encoder (deep-copied, so the user's instance is never trained in place).
+    example : torch.Tensor
+        A small batch of inputs used once to infer the output width.
+    """
+
+    def __init__(self, module, example):
+        super().__init__()
+        self.module = copy.deepcopy(module)
+        was_training = self.module.training
+        self.module.eval()
+        with torch.no_grad():
+            try:
+                out = self.module(example)
+            except Exception as exc:
+                raise ValueError(
+                    f"The encoder module {type(module).__name__} failed on an input batch of "
+                    f"shape {tuple(example.shape)}: {exc}"
+                ) from exc
+        self.module.train(was_training)
+        if not isinstance(out, torch.Tensor) or out.ndim < 2:
+            raise ValueError(
+                f"The encoder module must return a tensor of shape (n, features) or "
+                f"(n, C, h, w); it returned {type(out).__name__} "
+                f"{getattr(out, 'shape', '')}."
+            )
+        self.returns_map = out.ndim == 4
+        self.feature_dim = out.shape[1] if out.ndim == 4 else int(out[0].numel())
+        self.map_channels = out.shape[1] if self.returns_map else None
+
+    def forward_map(self, x):
+        if not self.returns_map:
+            raise ValueError("This encoder module returns vectors, not feature maps.")
+        return self.module(x)
+
+    def forward(self, x):
+        out = self.module(x)
+        if out.ndim == 4:
+            return out.mean(dim=(2, 3))
+        return out.flatten(1)
+
+
+class _TorchvisionResNet(nn.Module):
+    def __init__(self, arch, in_channels, weights_path):
+        super().__init__()
+        try:
+            import torchvision
+        except ImportError as exc:
+            raise ImportError(
+                f"encoder={arch!r} needs torchvision, which is not installed. Install it "
+                "(matching your torch), or use encoder='cnn' or pass your own nn.Module."
+            ) from exc
+        net = getattr(torchvision.models, arch)(weights=None)
+        if weights_path is not None:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            real_missing = [k for k in missing if not k.startswith("fc.")]
+            if real_missing:
+                raise ValueError(
+                    f"encoder_weights {weights_path!r} does not fit {arch}: missing keys "
+                    f"{real_missing[:5]}..."
+                )
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.body = nn.Sequential(*list(net.children())[:-2])
+        self.feature_dim = net.fc.in_features
+        self.map_channels = net.fc.in_features
+
+    def forward_map(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.forward_map(x).mean(dim=(2, 3))
+
+
+class EmbeddingNet(nn.Module):
+    """Encoder followed by a projection head; outputs L2-normalised embeddings.
+
+    The head is ``Linear - BatchNorm - ReLU - Linear`` (MoCo v2 / SimCLR style), mapping
+    the encoder's features to ``n_components``.
+
+    Parameters
+    ----------
+    encoder : torch.nn.Module
+        Has a ``feature_dim`` attribute; maps a batch to ``(n, feature_dim)``.
+    n_components : int
+        Width of the embedding.
+    hidden : int, default=None
+        Width of the head's hidden layer (default: the encoder's feature width).
+    """
+
+    def __init__(self, encoder, n_components, hidden=None):
+        super().__init__()
+        self.encoder = encoder
+        hidden = hidden or encoder.feature_dim
+        self.head = nn.Sequential(
+            nn.Linear(encoder.feature_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, n_components),
+        )
+
+    def forward(self, x):
+        return F.normalize(self.head(self.encoder(x)), dim=1)
+
+
+def build_encoder(spec, *, image_shape, n_features, encoder_weights=None, example=None):
+    """Build the encoder named by ``spec`` for inputs of the given shape.
+
+    Parameters
+    ----------
+    spec : {"auto", "cnn", "mlp", "resnet18", "resnet50"} or torch.nn.Module
+        ``"auto"`` is ``"cnn"`` for images and ``"mlp"`` for feature vectors.
+    image_shape : tuple (C, H, W) or None
+        Shape of one image; None when rows are feature vectors.
+    n_features : int
+        Width of a flat input row.
+    encoder_weights : str or path, default=None
+        Local state-dict file for the torchvision ResNets (never downloaded).
+    example : torch.Tensor, default=None
+        A small input batch, needed when ``spec`` is a module.
+
+    Returns
+    -------
+    torch.nn.Module
+        An encoder with ``feature_dim`` and ``map_channels`` attributes.
+    """
+    if isinstance(spec, nn.Module):
+        if example is None:
+            raise ValueError("An example batch is needed to wrap a user encoder module.")
+        return ModuleEncoder(spec, example)
+    if spec == "auto":
+        spec = "cnn" if image_shape is not None else "mlp"
+    if spec == "mlp":
+        return MLPEncoder(n_features)
+    if image_shape is None:
+        raise ValueError(
+            f"encoder={spec!r} needs images: pass X of shape (n, C, H, W) or flattened images "
+            "with image_shape=(C, H, W); use encoder='mlp' for feature vectors."
+        )
+    if spec == "cnn":
+        return SmallCNN(image_shape[0], image_size=min(image_shape[1:]))
+    if spec in ("resnet18", "resnet50"):
+        return _TorchvisionResNet(spec, image_shape[0], encoder_weights)
+    raise ValueError(f"Unknown encoder {spec!r}; expected one of {ENCODER_NAMES} or an nn.Module.")

@@ -1,0 +1,232 @@
+"""The skorch training engine shared by the retrievers.
+
+skorch's :class:`~skorch.NeuralNet` runs the epochs, callbacks, progress bar, history,
+learning-rate schedule and device handling. What differs from supervised training is
+put into three pieces:
+
+* :class:`DomainBalancedBatches` — every step holds ``batch_size`` rows of *each*
+  domain (the smaller domains are cycled), so every loss sees every domain each step;
+* an *objective* object (method-specific, see :class:`Objective`) that turns one such
+  batch into a dictionary of named losses, and refreshes its state (memory banks,
+  prototypes, stage switch) at the start of every epoch;
+* :class:`MultiDomainNet`, a ``NeuralNet`` whose ``train_step_single`` calls the
+  objective and records every named loss, and whose ``get_iterator`` yields the
+  domain-balanced batches.
+
+The net is trained on the row indices ``np.arange(n)``; the objective owns the data
+tensor and looks rows up by index, so augmentation and memory-bank updates can be done
+per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback, LRScheduler, ProgressBar
+from torch import nn
+
+__all__ = [
+    "DomainBalancedBatches",
+    "Objective",
+    "MultiDomainNet",
+    "EpochLosses",
+    "ObjectiveEpochHook",
+    "train_objective",
+    "resolve_device",
+]
+
+
+def resolve_device(device):
+    """Turn ``"auto"`` into ``"cuda"`` when available, else ``"cpu"``; check "cuda"."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here.")
+    return str(device)
+
+
+class DomainBalancedBatches:
+    """Batches of row indices holding up to ``batch_size`` rows of every domain.
+
+    One epoch is ``ceil(max_d n_d / batch_size)`` steps; each domain's rows are visited
+    in a fresh random order, and a smaller domain starts a new permutation when it runs
+    out, so every step sees every domain.
+
+    Parameters
+    ----------
+    domain_codes : ndarray of int, shape (n_samples,)
+        Domain code (0 .. n_domains - 1) of every row.
+    batch_size : int
+        Rows per domain per step.
+    generator : torch.Generator
+        Source of randomness (seeded by the estimator's ``random_state``).
+
+    Yields
+    ------
+    list of torch.LongTensor
+        One tensor of row indices per domain.
+    """
+
+    def __init__(self, domain_codes, batch_size, generator):
+        codes = np.asarray(domain_codes)
+        self.rows = [torch.from_numpy(np.flatnonzero(codes == d)) for d in range(codes.max() + 1)]
+        self.batch_sizes = [min(batch_size, len(r)) for r in self.rows]
+        self.generator = generator
+        self.n_steps = max(math.ceil(len(r) / batch_size) for r in self.rows)
+
+    def __len__(self):
+        return self.n_steps
+
+    def __iter__(self):
+        orders = [r[torch.randperm(len(r), generator=self.generator)] for r in self.rows]
+        cursors = [0] * len(self.rows)
+        for _ in range(self.n_steps):
+            batch = []
+            for d, rows in enumerate(self.rows):
+                b = self.batch_sizes[d]
+                if cursors[d] + b > len(rows):
+                    orders[d] = rows[torch.randperm(len(rows), generator=self.generator)]
+                    cursors[d] = 0
+                batch.append(orders[d][cursors[d] : cursors[d] + b])
+                cursors[d] += b
+            yield batch
+
+
+class Objective:
+    """Interface of a method's training objective (documentation only).
+
+    Methods
+    -------
+    batches()
+        An iterable of domain-balanced index batches for one epoch.
+    on_epoch_begin(net, epoch)
+        Refresh state (memory banks, prototypes, stage); ``epoch`` counts from 0.
+    losses(net, batch)
+        A dict of named scalar losses for one batch, with the weighted total under
+        ``"loss"``. Called in training mode; the engine back-propagates ``"loss"``.
+    """
+
+
+class _NoCriterion(nn.Module):
+    """Placeholder criterion: the objective computes all losses."""
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - never called
+        raise RuntimeError("The objective computes the losses.")
+
+
+class MultiDomainNet(NeuralNet):
+    """A skorch ``NeuralNet`` whose train step is a multi-domain, multi-loss objective.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        All trainable parts (encoder, heads, discriminators, prompts) in one module, so
+        that one optimizer, one device move and one state dict cover them.
+    objective : object
+        See :class:`Objective`.
+    **kwargs
+        Passed to :class:`skorch.NeuralNet` (``max_epochs``, ``lr``, ``optimizer``,
+        ``device``, ``callbacks``, ``verbose`` ...).
+    """
+
+    def __init__(self, module, *args, objective=None, **kwargs):
+        kwargs.setdefault("criterion", _NoCriterion)
+        kwargs.setdefault("train_split", None)
+        super().__init__(module, *args, **kwargs)
+        self.objective = objective
+
+    def get_iterator(self, dataset, training=False):
+        if training:
+            return self.objective.batches()
+        return super().get_iterator(dataset, training=training)
+
+    def train_step_single(self, batch, **fit_params):
+        self._set_training(True)
+        losses = self.objective.losses(self, batch)
+        total = losses["loss"]
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"The training loss became {total.item()} at epoch {len(self.history)}: "
+                "lower lr, or check the input for extreme values."
+            )
+        total.backward()
+        for name, value in losses.items():
+            if name != "loss":  # loss_* terms and stat_* diagnostics
+                self.history.record_batch(name, float(value.detach()))
+        return {"loss": total.detach(), "y_pred": None}
+
+    def infer(self, x, **fit_params):  # pragma: no cover - inference goes through the estimator
+        return self.module_(x)
+
+
+class EpochLosses(Callback):
+    """Average every per-batch loss (``loss_*``) and statistic (``stat_*``) recorded by the
+    objective into the epoch's history."""
+
+    def on_epoch_end(self, net, **kwargs):
+        batches = net.history[-1, "batches"]
+        names = {k for b in batches for k in b if k.startswith(("loss_", "stat_"))}
+        for name in sorted(names):
+            values = [b[name] for b in batches if name in b]
+            net.history.record(name, float(np.mean(values)))
+
+
+class ObjectiveEpochHook(Callback):
+    """Let the objective refresh its state (banks, prototypes, stage) each epoch."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        net.objective.on_epoch_begin(net, len(net.history) - 1)
+
+
+def train_objective(
+    module,
+    objective,
+    *,
+    n_samples,
+    max_epochs,
+    lr,
+    device,
+    verbose,
+    optimizer=torch.optim.Adam,
+    weight_decay=0.0,
+    extra_callbacks=(),
+):
+    """Train ``module`` with ``objective`` through a :class:`MultiDomainNet`.
+
+    A cosine learning-rate schedule runs over ``max_epochs``; with ``verbose > 0`` a
+    progress bar and the per-epoch loss table are printed.
+
+    Returns
+    -------
+    net : MultiDomainNet
+        The fitted net (``net.module_`` is the trained module, ``net.history`` the
+        per-epoch losses).
+    """
+    callbacks = [
+        ("objective", ObjectiveEpochHook()),
+        ("losses", EpochLosses()),
+        (
+            "lr_schedule",
+            LRScheduler(policy="CosineAnnealingLR", T_max=max(1, max_epochs)),
+        ),
+        *extra_callbacks,
+    ]
+    if verbose:
+        callbacks.append(("progress", ProgressBar(batches_per_epoch="auto")))
+    net = MultiDomainNet(
+        module,
+        objective=objective,
+        max_epochs=max_epochs,
+        lr=lr,
+        optimizer=optimizer,
+        optimizer__weight_decay=weight_decay,
+        device=device,
+        callbacks=callbacks,
+        verbose=int(verbose),
+        batch_size=1,
+    )
+    net.fit(np.arange(n_samples), None)
+    return net

@@ -1,0 +1,262 @@
+"""UEM's two-stage training objective (IDSE then CDSM), driven by the skorch engine.
+
+See :class:`skucdr.UniversalCDRRetriever` for the method and the reconstructed choices.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .training import DomainBalancedBatches
+from .uem_losses import (
+    GradientReversal,
+    domain_adversarial_loss,
+    instance_nce,
+    ipm_weight,
+    prototype_nce,
+    semantic_enhanced_loss,
+    semantic_preserving_loss,
+    switchable_nn_loss,
+)
+
+__all__ = ["UEMModule", "UEMObjective"]
+
+
+class UEMModule(nn.Module):
+    """The trainable parts of UEM: the embedding network and the domain classifier.
+
+    Parameters
+    ----------
+    embedder : torch.nn.Module
+        Maps a batch to L2-normalised embeddings of width ``n_components``.
+    n_components : int
+        Embedding width.
+    n_domains : int
+        Number of domains the classifier tells apart.
+    hidden : int, default=256
+        Width of the classifier's hidden layer (the paper: "two fully-connected layers").
+    """
+
+    def __init__(self, embedder, n_components, n_domains, hidden=256):
+        super().__init__()
+        self.embedder = embedder
+        self.discriminator = nn.Sequential(
+            GradientReversal(1.0),
+            nn.Linear(n_components, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, max(2, n_domains)),
+        )
+
+    def forward(self, x):
+        return self.embedder(x)
+
+
+class UEMObjective:
+    """IDSE (stage 1) and CDSM (stage 2) losses with memory banks and prototypes.
+
+    Parameters mirror :class:`skucdr.UniversalCDRRetriever`; ``X`` is the training data
+    as a CPU tensor (images already shaped ``(n, C, H, W)``), ``codes`` the domain code
+    of every row.
+    """
+
+    def __init__(
+        self,
+        X,
+        codes,
+        *,
+        batch_size,
+        generator,
+        augment,
+        tau,
+        bank_momentum,
+        instance_negatives,
+        stage1_epochs,
+        n_prototypes,
+        max_prototypes,
+        merge_prototypes,
+        semantic_enhanced,
+        alignment,
+        matching,
+        seed,
+    ):
+        self.X = X
+        self.codes = np.asarray(codes)
+        self.n_domains = int(self.codes.max()) + 1
+        self.batch_size = batch_size
+        self.generator = generator
+        self.augment = augment
+        self.tau = tau
+        self.bank_momentum = bank_momentum
+        self.instance_negatives = instance_negatives
+        self.stage1_epochs = stage1_epochs
+        self.n_prototypes = n_prototypes
+        self.max_prototypes = max_prototypes
+        self.merge_prototypes = merge_prototypes
+        self.semantic_enhanced = semantic_enhanced
+        self.alignment = alignment
+        self.matching = matching
+        self.seed = seed
+        local = np.zeros(len(self.codes), dtype=np.int64)
+        for d in range(self.n_domains):
+            rows = self.codes == d
+            local[rows] = np.arange(rows.sum())
+        self.local_index = torch.from_numpy(local)
+        self.banks = None
+        self.prototypes = None  # list (per domain) of (C~, D) tensors, shared rows
+        self.assignment = None  # LongTensor (n,) of shared prototype ids
+        self.frozen = None
+        self.alpha = 0.0
+        self.stage = 1
+
+    # -------------------------------------------------------------- epoch state
+    def batches(self):
+        return DomainBalancedBatches(self.codes, self.batch_size, self.generator)
+
+    @torch.no_grad()
+    def _embed_all(self, net):
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        out = []
+        for start in range(0, len(self.X), 512):
+            out.append(module(self.X[start : start + 512].to(net.device)))
+        module.train(was_training)
+        return torch.cat(out)
+
+    def on_epoch_begin(self, net, epoch):
+        if self.banks is None:  # Eq. 5: banks start from the initial network's features
+            feats = self._embed_all(net)
+            self.banks = [feats[torch.from_numpy(self.codes == d)].clone()
+                          for d in range(self.n_domains)]
+        self.stage = 1 if epoch < self.stage1_epochs else 2
+        if self.stage == 2 and self.frozen is None:
+            self.frozen = copy.deepcopy(net.module_.embedder).eval()
+            for p in self.frozen.parameters():
+                p.requires_grad_(False)
+        self.alpha = ipm_weight(epoch, self.stage1_epochs) if self.stage == 1 else 1.0
+        needs_prototypes = self.alpha > 1e-2 or self.stage == 2
+        if needs_prototypes and self.n_domains >= 1:
+            self._refresh_prototypes(net, epoch)
+        net.history.record("alpha", self.alpha)
+        net.history.record("stage", self.stage)
+        if self.prototypes is not None:
+            net.history.record("n_prototypes", int(self.prototypes[0].shape[0]))
+
+    def _refresh_prototypes(self, net, epoch):
+        from ..cluster import PrototypeClusterer
+
+        feats = torch.cat(self.banks).cpu().numpy()
+        domains = np.concatenate([np.full(len(b), d) for d, b in enumerate(self.banks)])
+        clusterer = PrototypeClusterer(
+            n_prototypes=self.n_prototypes,
+            merge=self.merge_prototypes,
+            max_prototypes=self.max_prototypes,
+            random_state=self.seed + epoch,
+        ).fit(feats, sample_domain=domains)
+        device = net.device
+        self.prototypes = [
+            torch.as_tensor(clusterer.domain_centers_[d], dtype=torch.float32, device=device)
+            for d in range(self.n_domains)
+        ]
+        # labels_ follow the order of `feats` (bank order); map back to row order.
+        bank_order = np.concatenate([np.flatnonzero(self.codes == d)
+                                     for d in range(self.n_domains)])
+        assignment = np.empty(len(self.codes), dtype=np.int64)
+        assignment[bank_order] = clusterer.labels_
+        self.assignment = torch.from_numpy(assignment).to(device)
+
+    # ------------------------------------------------------------------- losses
+    def _forward(self, net, batch):
+        rows = torch.cat(batch)
+        x = self.X[rows].to(net.device)
+        x = self.augment(x, self.generator)
+        z = net.module_(x)
+        return x, rows, z, [len(b) for b in batch]
+
+    @torch.no_grad()
+    def _update_banks(self, z_parts, batch):
+        m = self.bank_momentum
+        for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
+            local = self.local_index[rows].to(z_d.device)
+            mixed = m * self.banks[d][local] + (1 - m) * z_d.detach()
+            self.banks[d][local] = F.normalize(mixed, dim=1)
+
+    def losses(self, net, batch):
+        x, rows, z, sizes = self._forward(net, batch)
+        z_parts = list(torch.split(z, sizes))
+        out = self._stage1_losses(z_parts, batch) if self.stage == 1 else \
+            self._stage2_losses(net, x, z, z_parts, batch, sizes)
+        self._update_banks(z_parts, batch)
+        return out
+
+    def _stage1_losses(self, z_parts, batch):
+        ince, pnce, sel = [], [], []
+        for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
+            local = self.local_index[rows].to(z_d.device)
+            ince.append(instance_nce(z_d, self.banks[d], local, self.tau,
+                                     negatives=self.instance_negatives))
+            if self.prototypes is not None and self.alpha > 1e-2:
+                assign = self.assignment[rows.to(self.assignment.device)]
+                pnce.append(prototype_nce(z_d, self.prototypes[d], assign, self.tau))
+                if self.semantic_enhanced:
+                    sel.append(semantic_enhanced_loss(z_d, self.prototypes[d], self.tau))
+        out = {"loss_ince": torch.stack(ince).sum()}
+        total = out["loss_ince"]
+        if pnce:
+            out["loss_pnce"] = torch.stack(pnce).sum()
+            total = total + self.alpha * out["loss_pnce"]
+        if sel:
+            out["loss_sel"] = torch.stack(sel).sum()
+            total = total + self.alpha * out["loss_sel"]
+        out["loss"] = total
+        return out
+
+    def _stage2_losses(self, net, x, z, z_parts, batch, sizes):
+        out = {}
+        total = z.new_zeros(())
+        if self.n_domains > 1 and self.alignment is not None:
+            codes = torch.cat([torch.full((n,), d, dtype=torch.long)
+                               for d, n in enumerate(sizes)]).to(z.device)
+            out["loss_dal"] = domain_adversarial_loss(net.module_.discriminator(z), codes)
+            total = total + out["loss_dal"]
+        if self.alignment == "spda":
+            with torch.no_grad():
+                z_frozen = self.frozen(x)
+            spr = [semantic_preserving_loss(z_d, f_d)
+                   for z_d, f_d in zip(z_parts, torch.split(z_frozen, sizes))]
+            out["loss_spr"] = torch.stack(spr).sum()
+            total = total + out["loss_spr"]
+        if self.n_domains > 1 and self.matching is not None:
+            terms, convincing = [], []
+            for a, z_a in enumerate(z_parts):
+                for b in range(self.n_domains):
+                    if b == a:
+                        continue
+                    loss, conv = switchable_nn_loss(
+                        z_a, self.prototypes[a], self.prototypes[b], self.banks[b], self.tau,
+                        switchable=self.matching == "sn2m",
+                    )
+                    terms.append(loss)
+                    convincing.append(conv.float().mean())
+            # average over the other domains, summed over query domains (Eq. 18 for 2)
+            out["loss_sn2m"] = torch.stack(terms).sum() / max(1, self.n_domains - 1)
+            out["stat_convincing_rate"] = torch.stack(convincing).mean().detach()
+            total = total + out["loss_sn2m"]
+        if not out:  # one domain and nothing to align: keep the instance objective
+            return self._stage1_losses(z_parts, batch)
+        out["loss"] = total
+        return out
+
+    def release(self):
+        """Drop the training data, banks and frozen copy (not needed after fit)."""
+        self.X = None
+        self.banks = None
+        self.frozen = None
+        self.assignment = None
+        self.prototypes = None
+        self.generator = None

@@ -1,0 +1,424 @@
+"""Machinery shared by every torch retriever: fit/transform/kneighbors/score plumbing.
+
+A concrete retriever implements two hooks:
+
+* ``_fit_network(data, codes, generator)`` trains and returns the fitted skorch net
+  (``net_``); ``data`` is the validated :class:`~skucdr._domains.DomainInput`;
+* ``_embed_batch(x, codes)`` maps a batch tensor (already on the device, images
+  reshaped to ``(n, C, H, W)``) and its domain codes to L2-normalised embeddings.
+
+Everything else — validation, the domain model, seeding, batched inference, the faiss
+gallery, open-set detection, scoring, metadata requests and persistence — lives here.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .._domains import check_domain_input, unpack_domains
+from .._sklearn_compat import Interval, StrOptions
+from ..nn.encoders import ENCODER_NAMES
+from ..nn.training import resolve_device
+
+__all__ = ["BaseRetriever"]
+
+
+class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Base class of the torch retrievers (not for direct use).
+
+    Subclasses declare their own ``__init__`` with the shared parameters listed in
+    ``_shared_parameter_constraints`` plus their method's hyper-parameters.
+    """
+
+    # sample_domain travels through Pipeline / GridSearchCV / cross_validate without
+    # any set_*_request call by the user (routing itself stays the user's choice).
+    __metadata_request__fit = {"sample_domain": True}
+    __metadata_request__transform = {"sample_domain": True}
+    __metadata_request__score = {"sample_domain": True}
+
+    _requires_images = False
+
+    _shared_parameter_constraints: dict = {
+        "n_components": [Interval(numbers.Integral, 2, None, closed="left")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "encoder": [StrOptions(set(ENCODER_NAMES)), torch.nn.Module],
+        "encoder_weights": [str, os.PathLike, None],
+        "augment": [StrOptions({"auto"}), callable, None],
+        "image_shape": [tuple, list, None],
+        "index": [str],
+        "index_params": [dict, None],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # ------------------------------------------------------------------ fitting
+    def _validate(self, X, sample_domain, *, reset):
+        image_shape = self.image_shape if reset else getattr(self, "image_shape_", None)
+        data = check_domain_input(
+            self,
+            X,
+            sample_domain,
+            image_shape=image_shape,
+            reset=reset,
+            require_images=self._requires_images,
+        )
+        if not reset and image_shape is not None and data.image_shape != image_shape:
+            raise ValueError(
+                f"X holds images of shape {data.image_shape}, but the retriever was fitted on "
+                f"images of shape {image_shape}."
+            )
+        return data
+
+    def _domain_codes(self, sample_domain):
+        """Codes 0..n_domains-1 of the fitted domains; -1 for a domain not seen in fit."""
+        lookup = {d: i for i, d in enumerate(self.domains_.tolist())}
+        return np.array([lookup.get(d, -1) for d in sample_domain.tolist()], dtype=np.int64)
+
+    def _fit(self, X, sample_domain):
+        data = self._validate(X, sample_domain, reset=True)
+        if data.X.shape[0] < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 rows to fit, got 1.")
+        self.domains_ = np.asarray(data.domain_order)
+        self.image_shape_ = data.image_shape
+        self.device_ = resolve_device(self.device)
+        codes = self._domain_codes(data.sample_domain)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        devices = [torch.cuda.current_device()] if self.device_.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)
+            self.net_ = self._fit_network(data, codes, generator)
+        self.history_ = self.net_.history
+        self._n_features_out = self.n_components
+        self._set_gallery(self._embed(data.X, codes), data.sample_domain)
+        return data
+
+    def fit(self, X, y=None, *, sample_domain=None):
+        """Learn the embedding from unlabeled domains.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W), or Mapping
+            Rows of every domain: feature vectors, images, or flattened images with
+            ``image_shape``; or a mapping ``{domain: X_domain}``.
+        y : None
+            Ignored; present for API consistency. Labels never influence training.
+        sample_domain : array-like of shape (n_samples,), default=None
+            Domain (name or int) of every row; None means one domain.
+
+        Returns
+        -------
+        self : object
+            The fitted retriever. The fitted rows become the retrieval gallery.
+        """
+        self._validate_params()
+        self._fit(X, sample_domain)
+        return self
+
+    def fit_transform(self, X, y=None, *, sample_domain=None):
+        """Fit, then return the embeddings of the fitted rows (a mapping for a mapping)."""
+        self._validate_params()
+        data = self._fit(X, sample_domain)
+        Z = self.gallery_embedding_.copy()
+        if data.from_mapping:
+            return unpack_domains(Z, data.sample_domain)
+        return Z
+
+    # ---------------------------------------------------------------- inference
+    def _model_for_inference(self):
+        module = self.net_.module_
+        module.eval()
+        return module
+
+    def _inference_batch_size(self):
+        return max(256, 4 * self.batch_size)
+
+    def _embed(self, X_flat, codes):
+        """Embed flat rows in batches (memory does not grow with ``n``)."""
+        module = self._model_for_inference()
+        device = self.net_.device
+        out = np.empty((X_flat.shape[0], self.n_components), dtype=np.float32)
+        step = self._inference_batch_size()
+        with torch.no_grad():
+            for start in range(0, X_flat.shape[0], step):
+                xb = torch.from_numpy(X_flat[start : start + step]).to(device)
+                if self.image_shape_ is not None:
+                    xb = xb.view(-1, *self.image_shape_)
+                cb = torch.from_numpy(codes[start : start + step]).to(device)
+                z = self._embed_batch(xb, cb)
+                out[start : start + step] = torch.nn.functional.normalize(z, dim=1).cpu().numpy()
+        return out
+
+    def transform(self, X, *, sample_domain=None):
+        """Embed rows into the retrieval space.
+
+        Parameters
+        ----------
+        X : array-like or Mapping
+            As in :meth:`fit`.
+        sample_domain : array-like of shape (n_samples,), default=None
+            Domain of every row (needed by methods whose embedding depends on the domain).
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components), float32, or dict
+            L2-normalised embeddings; a mapping ``{domain: Z_domain}`` when ``X`` was a
+            mapping.
+        """
+        check_is_fitted(self, "net_")
+        data = self._validate(X, sample_domain, reset=False)
+        Z = self._embed(data.X, self._domain_codes(data.sample_domain))
+        if data.from_mapping:
+            return unpack_domains(Z, data.sample_domain)
+        return Z
+
+    # ------------------------------------------------------------------ gallery
+    def _set_gallery(self, embedding, sample_domain):
+        self.gallery_embedding_ = np.ascontiguousarray(embedding, dtype=np.float32)
+        self.gallery_domain_ = np.asarray(sample_domain)
+        self._gallery_indexes = {}
+
+    def index_gallery(self, X, *, sample_domain=None):
+        """Replace the retrieval gallery with a new catalogue, without retraining.
+
+        Parameters
+        ----------
+        X : array-like or Mapping
+            The catalogue, as in :meth:`fit`.
+        sample_domain : array-like of shape (n_samples,), default=None
+            Domain of every catalogue row.
+
+        Returns
+        -------
+        self : object
+        """
+        check_is_fitted(self, "net_")
+        data = self._validate(X, sample_domain, reset=False)
+        self._set_gallery(self._embed(data.X, self._domain_codes(data.sample_domain)),
+                          data.sample_domain)
+        return self
+
+    def _gallery_rows(self, query_domain, gallery_domain):
+        if gallery_domain is not None:
+            wanted = np.atleast_1d(np.asarray(gallery_domain, dtype=self.gallery_domain_.dtype))
+            unknown = set(wanted.tolist()) - set(self.gallery_domain_.tolist())
+            if unknown:
+                raise ValueError(
+                    f"gallery_domain {sorted(unknown)} not in the gallery, whose domains are "
+                    f"{sorted(set(self.gallery_domain_.tolist()))}."
+                )
+            mask = np.isin(self.gallery_domain_, wanted)
+        else:
+            mask = self.gallery_domain_ != query_domain
+            if not mask.any():
+                mask = np.ones_like(mask)
+        return np.flatnonzero(mask)
+
+    def _index_for(self, rows):
+        from ..neighbors import FaissCosineIndex
+
+        key = rows.tobytes()
+        if not hasattr(self, "_gallery_indexes"):
+            self._gallery_indexes = {}
+        index = self._gallery_indexes.get(key)
+        if index is None:
+            index = FaissCosineIndex(self.index, **(self.index_params or {}))
+            index.fit(self.gallery_embedding_[rows])
+            self._gallery_indexes = {key: index}  # keep one: memory stays bounded
+        return index
+
+    def _queries(self, X, sample_domain):
+        if X is None:
+            return self.gallery_embedding_, self.gallery_domain_, True
+        data = self._validate(X, sample_domain, reset=False)
+        Q = self._embed(data.X, self._domain_codes(data.sample_domain))
+        return Q, data.sample_domain, False
+
+    def kneighbors(
+        self,
+        X=None,
+        n_neighbors=5,
+        *,
+        sample_domain=None,
+        gallery_domain=None,
+        return_distance=True,
+    ):
+        """Find the gallery items nearest to each query (cosine distance, ascending).
+
+        Parameters
+        ----------
+        X : array-like, Mapping or None, default=None
+            Queries. None queries the gallery's own rows (each row never returns itself).
+        n_neighbors : int, default=5
+            Neighbours per query.
+        sample_domain : array-like of shape (n_queries,), default=None
+            Domain of every query.
+        gallery_domain : label or list of labels, default=None
+            Gallery domains to search. Default: every gallery domain other than the
+            query's own (all of them when the gallery holds only the query's domain).
+        return_distance : bool, default=True
+            Whether to return the distances.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries, n_neighbors), float32
+            Cosine distances ``1 - cos``, ascending. Only when ``return_distance``.
+        indices : ndarray of shape (n_queries, n_neighbors), int64
+            Row numbers in the gallery (the fitted rows, or the last :meth:`index_gallery`
+            catalogue, in the order given).
+        """
+        check_is_fitted(self, "net_")
+        if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}.")
+        Q, q_domains, self_query = self._queries(X, sample_domain)
+        distances = np.empty((Q.shape[0], n_neighbors), dtype=np.float32)
+        indices = np.empty((Q.shape[0], n_neighbors), dtype=np.int64)
+        groups = [None] if gallery_domain is not None else list(dict.fromkeys(q_domains.tolist()))
+        for group in groups:
+            q_rows = (np.arange(Q.shape[0]) if group is None
+                      else np.flatnonzero(q_domains == group))
+            g_rows = self._gallery_rows(group, gallery_domain)
+            drop_self = self_query and (group is None or np.isin(q_rows, g_rows).any())
+            k = n_neighbors + int(drop_self)
+            if k > len(g_rows):
+                raise ValueError(
+                    f"n_neighbors={n_neighbors} but the searched gallery holds only "
+                    f"{len(g_rows) - int(drop_self)} rows."
+                )
+            dist, local = self._index_for(g_rows).search(Q[q_rows], k)
+            found = g_rows[local]
+            if drop_self:
+                dist, found = _drop_self(dist, found, q_rows, n_neighbors)
+            distances[q_rows] = dist
+            indices[q_rows] = found
+        return (distances, indices) if return_distance else indices
+
+    # ----------------------------------------------------------------- open set
+    def detect_private(self, X, *, sample_domain=None, gallery_domain=None):
+        """Flag queries whose category is judged absent from the gallery (open-set).
+
+        Implements UEM's appendix B.1 on the learned embedding: k-means on the query
+        side and on the gallery side (number of clusters by the elbow rule), translation
+        of the gallery prototypes into the query frame, Hungarian matching and UEM's
+        merge rule; a query is private when its nearest prototype was not merged, or
+        when its distance to the nearest gallery item exceeds the largest cross-domain
+        distance observed inside its merged pair (distance ``(1 - cos) * L2``).
+
+        Parameters
+        ----------
+        X : array-like or Mapping
+            Queries.
+        sample_domain : array-like of shape (n_queries,), default=None
+            Domain of every query.
+        gallery_domain : label or list of labels, default=None
+            Gallery domains to compare against (default: all domains but the query's).
+
+        Returns
+        -------
+        private : ndarray of shape (n_queries,), bool
+            True where the query's category is judged absent from the gallery.
+        """
+        from ..cluster import detect_private_queries
+
+        check_is_fitted(self, "net_")
+        Q, q_domains, _ = self._queries(X, sample_domain)
+        private = np.zeros(Q.shape[0], dtype=bool)
+        for group in dict.fromkeys(q_domains.tolist()):
+            q_rows = np.flatnonzero(q_domains == group)
+            g_rows = self._gallery_rows(group, gallery_domain)
+            private[q_rows] = detect_private_queries(
+                Q[q_rows],
+                self.gallery_embedding_[g_rows],
+                n_prototypes=self._open_set_prototypes(),
+                random_state=self.random_state,
+            )
+        return private
+
+    def _open_set_prototypes(self):
+        return "elbow"
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, X, y, *, sample_domain=None):
+        """Mean mAP@All over ordered domain pairs (query domain -> gallery domain).
+
+        Parameters
+        ----------
+        X : array-like or Mapping
+            Rows of at least two domains.
+        y : array-like of shape (n_samples,)
+            Category labels, used only for scoring.
+        sample_domain : array-like of shape (n_samples,), default=None
+            Domain of every row.
+
+        Returns
+        -------
+        score : float
+            Query-averaged, non-interpolated mAP over the whole gallery, averaged over
+            ordered domain pairs. With one domain only, each row queries the others of
+            the same domain.
+        """
+        from ..metrics import cross_domain_map, mean_average_precision
+
+        Z = self.transform(X, sample_domain=sample_domain)
+        if isinstance(Z, dict):
+            from .._domains import pack_domains
+
+            Z, sample_domain = pack_domains(Z)
+        y = np.asarray(y)
+        if sample_domain is None or len(np.unique(sample_domain)) < 2:
+            return _within_domain_map(Z, y, mean_average_precision)
+        return cross_domain_map(Z, y, np.asarray(sample_domain))
+
+    # ------------------------------------------------------------------- sklearn
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.input_tags.two_d_array = True
+        tags.non_deterministic = str(self.device).startswith("cuda")
+        return tags
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_gallery_indexes", None)  # faiss objects are rebuilt lazily
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._gallery_indexes = {}
+
+
+def _drop_self(dist, found, q_rows, n_neighbors):
+    """Remove each query's own row from its k+1 results (or the last one if absent)."""
+    is_self = found == q_rows[:, None]
+    no_self = ~is_self.any(axis=1)
+    is_self[no_self, -1] = True
+    keep = ~is_self
+    return (dist[keep].reshape(len(q_rows), n_neighbors),
+            found[keep].reshape(len(q_rows), n_neighbors))
+
+
+def _within_domain_map(Z, y, mean_average_precision):
+    """Leave-one-out mAP inside one domain (used when only one domain is given)."""
+    if len(Z) < 2:
+        warnings.warn("score needs at least two rows; returning nan.", stacklevel=3)
+        return float("nan")
+    n = len(Z)
+    scores = []
+    for i in range(0, n, 512):
+        rows = np.arange(i, min(n, i + 512))
+        for r in rows:
+            others = np.delete(np.arange(n), r)
+            scores.append(mean_average_precision(Z[[r]], y[[r]], Z[others], y[others]))
+    return float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")

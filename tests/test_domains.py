@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator
+
+from skucdr import pack_domains, unpack_domains
+from skucdr._domains import check_domain_input
+
+
+class _Est(BaseEstimator):
+    pass
+
+
+def test_pack_and_unpack_keep_domain_order():
+    X, d = pack_domains({"sketch": np.zeros((2, 3)), "art": np.ones((3, 3))})
+    assert X.shape == (5, 3)
+    assert d.tolist() == ["sketch"] * 2 + ["art"] * 3
+    back = unpack_domains(X, d)
+    assert list(back) == ["sketch", "art"]
+    np.testing.assert_array_equal(back["art"], np.ones((3, 3)))
+
+
+def test_pack_domains_with_labels_and_int_names():
+    X, y, d = pack_domains({0: (np.zeros((2, 1, 2, 2)), [1, 2]), 1: (np.ones((1, 1, 2, 2)), [3])})
+    assert X.shape == (3, 1, 2, 2)
+    assert y.tolist() == [1, 2, 3]
+    assert d.dtype.kind == "i"
+
+
+@pytest.mark.parametrize(
+    "mapping, match",
+    [
+        ({}, "empty mapping"),
+        ({"a": np.zeros((0, 3))}, "is empty"),
+        ({"a": np.zeros((2, 3)), "b": np.zeros((2, 4))}, "share one row shape"),
+        ({"a": np.zeros(3)}, "2-D"),
+    ],
+)
+def test_pack_domains_errors(mapping, match):
+    with pytest.raises(ValueError, match=match):
+        pack_domains(mapping)
+
+
+def test_check_domain_input_images_flattened_and_shapes():
+    imgs = np.random.rand(4, 3, 5, 5)
+    data = check_domain_input(_Est(), imgs, ["a", "a", "b", "b"])
+    assert data.X.shape == (4, 75) and data.X.dtype == np.float32
+    assert data.image_shape == (3, 5, 5)
+    assert data.domain_order == ["a", "b"]
+    flat = check_domain_input(_Est(), imgs.reshape(4, -1), None, image_shape=(3, 5, 5))
+    np.testing.assert_array_equal(flat.X, data.X)
+    assert flat.sample_domain.tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(X=np.zeros((3, 4)), sample_domain=["a", "b"]), "one domain label per row"),
+        (dict(X=np.zeros((3, 4)), sample_domain=None, image_shape=(1, 3, 3)), "holds 9 values"),
+        (dict(X=np.zeros((3, 2, 2)), sample_domain=None), "channel axis"),
+        (dict(X={"a": np.zeros((2, 2))}, sample_domain=["a", "a"]), "not both"),
+        (dict(X=np.zeros((3, 4)), sample_domain=None, require_images=True), "needs images"),
+    ],
+)
+def test_check_domain_input_errors(kwargs, match):
+    X = kwargs.pop("X")
+    sd = kwargs.pop("sample_domain")
+    with pytest.raises(ValueError, match=match):
+        check_domain_input(_Est(), X, sd, **kwargs)
+
+
+def test_check_domain_input_rejects_float_domains():
+    with pytest.raises(TypeError, match="domain names"):
+        check_domain_input(_Est(), np.zeros((2, 2)), np.array([0.5, 1.5]))
