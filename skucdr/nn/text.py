@@ -53,6 +53,8 @@ class TextTower(Protocol):
     (some of which may be learnable vectors standing in for placeholder tokens) to one
     sentence feature, pooled at the end-of-text token as in CLIP. Its weights are frozen:
     gradients flow through it to the prompt embeddings, never into it.
+    :class:`PromptLearner` locates its ``[X]`` slots by tokenizing the word ``"X"``, so
+    the tokenizer must map that word to exactly one token.
 
     Attributes
     ----------
