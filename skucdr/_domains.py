@@ -221,7 +221,8 @@ def check_domain_input(
     -------
     DomainInput
     """
-    from_mapping = isinstance(X, Mapping)
+    # a scipy.sparse dok_matrix is a dict subclass: it is data, not a mapping of domains
+    from_mapping = isinstance(X, Mapping) and not hasattr(X, "tocsr")
     if from_mapping:
         if sample_domain is not None:
             raise ValueError(

@@ -107,6 +107,9 @@ class Objective:
     losses(net, batch)
         A dict of named scalar losses for one batch, with the weighted total under
         ``"loss"``. Called in training mode; the engine back-propagates ``"loss"``.
+    after_backward()
+        Optional: state updates that must wait until the backward pass is done
+        (tensors used in the graph must not be modified in place before it).
     """
 
 
@@ -153,6 +156,9 @@ class MultiDomainNet(NeuralNet):
                 "lower lr, or check the input for extreme values."
             )
         total.backward()
+        after_backward = getattr(self.objective, "after_backward", None)
+        if after_backward is not None:  # e.g. memory-bank updates, once autograd is done
+            after_backward()
         for name, value in losses.items():
             if name != "loss":  # loss_* terms and stat_* diagnostics
                 self.history.record_batch(name, float(value.detach()))
@@ -215,7 +221,8 @@ def train_objective(
         *extra_callbacks,
     ]
     if verbose:
-        callbacks.append(("progress", ProgressBar(batches_per_epoch="auto")))
+        n_steps = len(objective.batches())
+        callbacks.append(("progress", ProgressBar(batches_per_epoch=n_steps)))
     net = MultiDomainNet(
         module,
         objective=objective,

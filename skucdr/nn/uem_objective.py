@@ -191,8 +191,13 @@ class UEMObjective:
         z_parts = list(torch.split(z, sizes))
         out = self._stage1_losses(z_parts, batch) if self.stage == 1 else \
             self._stage2_losses(net, x, z, z_parts, batch, sizes)
-        self._update_banks(z_parts, batch)
+        self._pending_bank_update = ([z_d.detach() for z_d in z_parts], batch)
         return out
+
+    def after_backward(self):
+        """Apply the memory-bank update of Eq. 5 (the banks are in the autograd graph)."""
+        self._update_banks(*self._pending_bank_update)
+        self._pending_bank_update = None
 
     def _stage1_losses(self, z_parts, batch):
         ince, pnce, sel = [], [], []

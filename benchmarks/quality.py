@@ -1,0 +1,246 @@
+"""Retrieval quality of skucdr's methods on the embedded digit domains (not a test).
+
+Protocol (DESIGN.md §3): transductive — each run fits on the unlabeled rows of both
+domains and retrieves among the same rows; labels are used only for scoring; the last
+epoch is reported. For every pair, both directions, in three settings:
+
+* ``closed``: all classes on both sides (one fit serves both directions);
+* ``partial``: the query domain keeps a seeded half of the classes;
+* ``open_set``: the gallery keeps a seeded half; we report the shared-class mAP@All and
+  the private-query detection accuracy (binary accuracy over all queries of
+  ``detect_private`` against "the query's class is absent from the gallery").
+
+Baselines in the same run: cosine on raw pixels, PCA (64 components, fitted on both
+domains), UEM stage 1 only, and UEM's ablations (paper's Table 4) on the open-set
+MNIST<->optdigits setting.
+
+Results are appended to a JSON file after every run, so an interrupted benchmark resumes
+where it stopped; a markdown table is written next to it.
+
+Usage::
+
+    python benchmarks/quality.py --quick              # one seed, closed set, the main rows
+    python benchmarks/quality.py                      # everything, 2 seeds (hours on 2 cores)
+    python benchmarks/quality.py --methods uem raw --settings closed --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from skucdr.datasets import load_digit_domains, make_category_shift
+from skucdr.metrics import mean_average_precision, precision_at_k
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAIRS = (("mnist", "optdigits"), ("mnist", "mnist_m"))
+SETTINGS = ("closed", "partial", "open_set")
+ABLATION_PAIR = ("mnist", "optdigits")
+
+
+def _uem(**overrides):
+    def make(seed):
+        from skucdr import UniversalCDRRetriever
+
+        return UniversalCDRRetriever(random_state=seed, device="cpu", **overrides)
+
+    return make
+
+
+def _stage1_only(seed):
+    from skucdr import UniversalCDRRetriever
+
+    ref = UniversalCDRRetriever()
+    epochs = ref.max_epochs - int(round(ref.stage2_fraction * ref.max_epochs))
+    return UniversalCDRRetriever(max_epochs=epochs, stage2_fraction=0.0, random_state=seed,
+                                 device="cpu")
+
+
+def _tpsnet(**overrides):
+    def make(seed):
+        from skucdr import TextPhaseRetriever
+
+        return TextPhaseRetriever(random_state=seed, device="cpu", **overrides)
+
+    return make
+
+
+def _phase_pipeline(seed):
+    from sklearn.pipeline import make_pipeline
+
+    from skucdr import PhasePriorExtractor, UniversalCDRRetriever
+
+    return make_pipeline(
+        PhasePriorExtractor(output="concat"),
+        UniversalCDRRetriever(random_state=seed, device="cpu"),
+    )
+
+
+# name -> (factory or None for the non-learned baselines, settings it runs in)
+METHODS = {
+    "raw": (None, SETTINGS),
+    "pca": (None, SETTINGS),
+    "uem_stage1": (_stage1_only, SETTINGS),
+    "uem": (_uem(), SETTINGS),
+    "uem_no_merge": (_uem(merge_prototypes=False), ("open_set",)),
+    "uem_no_sel": (_uem(semantic_enhanced=False), ("open_set",)),
+    "uem_dann": (_uem(alignment="dann"), ("open_set",)),
+    "uem_nn": (_uem(matching="nn"), ("open_set",)),
+    "uem_batch_negatives": (_uem(instance_negatives="batch"), ("closed",)),
+    "uem_bank_momentum_0.99": (_uem(bank_momentum=0.99), ("closed",)),
+    "tpsnet": (_tpsnet(), SETTINGS),
+    "tpsnet_no_text": (_tpsnet(text_prior=False), ("closed",)),
+    "tpsnet_no_phase": (_tpsnet(phase_prior=False), ("closed",)),
+    "tpsnet_phase_concat": (_tpsnet(fusion="concat"), ("closed",)),
+    "phase_concat_uem": (_phase_pipeline, ("closed",)),
+}
+ABLATIONS = {"uem_no_merge", "uem_no_sel", "uem_dann", "uem_nn"}
+QUICK_METHODS = ("raw", "pca", "uem_stage1", "uem", "tpsnet")
+
+
+def _embed(method, seed, X, sample_domain):
+    """Fit ``method`` transductively; return embeddings, the fitted model, seconds."""
+    start = time.perf_counter()
+    flat = X.reshape(len(X), -1)
+    if method == "raw":
+        return flat, None, 0.0
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        Z = PCA(n_components=64, random_state=seed).fit_transform(flat)
+        return Z, None, time.perf_counter() - start
+    model = METHODS[method][0](seed)
+    if hasattr(model, "steps"):  # a Pipeline: sample_domain reaches every step by routing
+        import sklearn
+
+        with sklearn.config_context(enable_metadata_routing=True):
+            model.fit(flat, sample_domain=sample_domain)
+            Z = model.transform(flat, sample_domain=sample_domain)
+        return Z, model, time.perf_counter() - start
+    model.fit(X, sample_domain=sample_domain)
+    return model.gallery_embedding_, model, time.perf_counter() - start
+
+
+def _direction_scores(Z, y, domains, query, gallery, model, shift, X):
+    q, g = domains == query, domains == gallery
+    row = {
+        "query": query,
+        "gallery": gallery,
+        "map_all": mean_average_precision(Z[q], y[q], Z[g], y[g]),
+        "map_class_interp": mean_average_precision(Z[q], y[q], Z[g], y[g], average="class",
+                                                   interpolated=True),
+    }
+    row.update({f"p@{k}": v for k, v in precision_at_k(Z[q], y[q], Z[g], y[g]).items()})
+    if shift is not None and shift.setting == "open_set":
+        private = np.isin(y[q], shift.private_classes)
+        if model is not None and hasattr(model, "detect_private"):
+            flagged = model.detect_private(X[q], sample_domain=domains[q],
+                                           gallery_domain=gallery)
+        else:  # non-learned baselines: the same appendix-B.1 detector on their features
+            from skucdr.cluster import detect_private_queries
+
+            flagged = detect_private_queries(Z[q], Z[g], random_state=0)
+        row["open_set_acc"] = float((flagged == private).mean())
+        row["private_recall"] = float(flagged[private].mean()) if private.any() else None
+    return row
+
+
+def run_one(method, pair, setting, seed, data):
+    a, b = pair
+    directions = [(a, b), (b, a)]
+    rows = []
+    fits = [(None, directions)] if setting == "closed" else [(d, [d]) for d in directions]
+    for query_pair, dirs in fits:
+        subset = {a: data[a], b: data[b]}
+        shift = None
+        if setting != "closed":
+            shift = make_category_shift({k: v[1] for k, v in subset.items()}, setting,
+                                        query_domain=query_pair[0], seed=2024 + seed)
+            subset = shift.apply(subset)
+        X = np.concatenate([subset[a][0], subset[b][0]])
+        y = np.concatenate([subset[a][1], subset[b][1]])
+        domains = np.array([a] * len(subset[a][0]) + [b] * len(subset[b][0]))
+        Z, model, seconds = _embed(method, seed, X, domains)
+        for query, gallery in dirs:
+            row = _direction_scores(Z, y, domains, query, gallery, model, shift, X)
+            row.update(method=method, setting=setting, seed=seed, fit_seconds=seconds)
+            rows.append(row)
+    return rows
+
+
+def _key(method, pair, setting, seed):
+    return f"{method}|{pair[0]}-{pair[1]}|{setting}|{seed}"
+
+
+def _plan(methods, settings, seeds):
+    for method in methods:
+        allowed = METHODS[method][1]
+        pairs = (ABLATION_PAIR,) if method in ABLATIONS else PAIRS
+        for pair in pairs:
+            for setting in settings:
+                if setting in allowed:
+                    for seed in seeds:
+                        yield method, pair, setting, seed
+
+
+def write_markdown(results, path):
+    """Average over seeds; one line per method, setting and direction."""
+    groups = {}
+    for entry in results.values():
+        for row in entry["rows"]:
+            key = (row["method"], row["setting"], f"{row['query']}→{row['gallery']}")
+            groups.setdefault(key, []).append(row)
+    cols = ["map_all", "map_class_interp", "p@1", "p@5", "p@15", "open_set_acc", "fit_seconds"]
+    lines = ["| method | setting | direction | seeds | " + " | ".join(cols) + " |",
+             "|" + "---|" * (4 + len(cols))]
+    for (method, setting, direction), rows in sorted(groups.items()):
+        cells = []
+        for c in cols:
+            vals = [r[c] for r in rows if r.get(c) is not None]
+            cells.append(f"{np.mean(vals):.3f}" + (f" ± {np.std(vals):.3f}" if len(vals) > 1 else "")
+                         if vals else "")
+        lines.append(f"| {method} | {setting} | {direction} | {len(rows)} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one seed, closed set, the main methods")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS))
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS)
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--out", default=None, help="JSON file (default: results/quality[_quick].json)")
+    args = parser.parse_args(argv)
+    methods = args.methods or (QUICK_METHODS if args.quick else list(METHODS))
+    settings = args.settings or (("closed",) if args.quick else SETTINGS)
+    seeds = args.seeds or ((0,) if args.quick else (0, 1))
+    out = Path(args.out) if args.out else RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    data = load_digit_domains()
+    for method, pair, setting, seed in _plan(methods, settings, seeds):
+        key = _key(method, pair, setting, seed)
+        if key in results:
+            continue
+        try:
+            rows = run_one(method, pair, setting, seed, data)
+        except ImportError as exc:  # e.g. a method that is not implemented in this checkout
+            print(f"skip {key}: {exc}", flush=True)
+            continue
+        results[key] = {"rows": rows, "torch_threads": os.environ.get("OMP_NUM_THREADS")}
+        tmp = out.with_suffix(".partial.json")
+        tmp.write_text(json.dumps(results, indent=1, default=float))
+        os.replace(tmp, out)
+        write_markdown(results, out.with_suffix(".md"))
+        summary = ", ".join(f"{r['query']}→{r['gallery']} mAP {r['map_all']:.3f}" for r in rows)
+        print(f"{key}: {summary} ({rows[0]['fit_seconds']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

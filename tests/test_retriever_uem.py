@@ -1,0 +1,142 @@
+"""Behaviour of UniversalCDRRetriever on tiny data (the shared retriever surface)."""
+
+import io
+
+import joblib
+import numpy as np
+import pytest
+import sklearn
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from skucdr import UniversalCDRRetriever
+from skucdr.metrics import make_map_scorer
+from skucdr.model_selection import DomainStratifiedKFold
+
+TINY = dict(n_components=8, max_epochs=2, batch_size=16, n_prototypes=3, device="cpu",
+            random_state=0)
+
+
+@pytest.fixture(scope="module")
+def two_domains():
+    rng = np.random.RandomState(0)
+    centers = rng.randn(3, 10) * 3
+    y = np.tile(np.arange(3), 20)
+    Xa = centers[y] + rng.randn(60, 10) * 0.3
+    Xb = centers[y] + 1.0 + rng.randn(60, 10) * 0.3
+    X = np.vstack([Xa, Xb]).astype(np.float32)
+    d = np.array(["a"] * 60 + ["b"] * 60)
+    return X, np.concatenate([y, y]), d
+
+
+@pytest.fixture(scope="module")
+def fitted(two_domains):
+    X, _, d = two_domains
+    return UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
+
+
+def test_transform_is_normalised_float32_and_reproducible(two_domains, fitted):
+    X, y, d = two_domains
+    Z = fitted.transform(X, sample_domain=d)
+    assert Z.dtype == np.float32 and Z.shape == (120, 8)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
+    again = UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
+    np.testing.assert_array_equal(again.transform(X, sample_domain=d), Z)
+
+
+def test_labels_never_influence_training(two_domains, fitted):
+    X, y, d = two_domains
+    permuted = np.random.RandomState(1).permutation(y)
+    other = UniversalCDRRetriever(**TINY).fit(X, permuted, sample_domain=d)
+    np.testing.assert_array_equal(other.transform(X, sample_domain=d),
+                                  fitted.transform(X, sample_domain=d))
+
+
+def test_mapping_in_gives_mapping_out(two_domains, fitted):
+    X, _, d = two_domains
+    out = fitted.transform({"a": X[:60], "b": X[60:]})
+    assert list(out) == ["a", "b"]
+    np.testing.assert_allclose(out["b"], fitted.transform(X[60:], sample_domain=d[60:]))
+
+
+def test_kneighbors_searches_other_domains_and_matches_brute_force(two_domains, fitted):
+    X, _, d = two_domains
+    dist, idx = fitted.kneighbors(X[:5], n_neighbors=4, sample_domain=d[:5])
+    assert (fitted.gallery_domain_[idx] == "b").all()
+    assert (np.diff(dist, axis=1) >= -1e-6).all()
+    Z = fitted.gallery_embedding_
+    sims = Z[:5] @ Z[60:].T
+    np.testing.assert_array_equal(idx, 60 + np.argsort(-sims, axis=1, kind="stable")[:, :4])
+    np.testing.assert_allclose(dist, 1 - np.sort(sims, axis=1)[:, ::-1][:, :4], atol=1e-5)
+    own = fitted.kneighbors(n_neighbors=3, gallery_domain="a", return_distance=False)
+    assert not (own[:60] == np.arange(60)[:, None]).any()  # never itself
+
+
+def test_index_gallery_replaces_the_catalogue(two_domains):
+    X, _, d = two_domains
+    r = UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
+    r.index_gallery(X[60:70], sample_domain=d[60:70])
+    idx = r.kneighbors(X[:3], n_neighbors=2, sample_domain=d[:3], return_distance=False)
+    assert idx.max() < 10
+    with pytest.raises(ValueError, match="holds only"):
+        r.kneighbors(X[:3], n_neighbors=11, sample_domain=d[:3])
+
+
+def test_joblib_round_trip_is_identical(two_domains, fitted):
+    X, _, d = two_domains
+    buffer = io.BytesIO()
+    joblib.dump(fitted, buffer)
+    buffer.seek(0)
+    loaded = joblib.load(buffer)
+    np.testing.assert_array_equal(loaded.transform(X, sample_domain=d),
+                                  fitted.transform(X, sample_domain=d))
+    np.testing.assert_array_equal(loaded.kneighbors(X[:4], 3, sample_domain=d[:4])[1],
+                                  fitted.kneighbors(X[:4], 3, sample_domain=d[:4])[1])
+
+
+def test_history_and_detect_private(two_domains, fitted):
+    X, _, d = two_domains
+    assert "loss_ince" in fitted.history_[0]
+    flags = fitted.detect_private(X[:60], sample_domain=d[:60])
+    assert flags.shape == (60,) and flags.dtype == bool
+
+
+def test_one_domain_and_images_fit():
+    rng = np.random.RandomState(0)
+    imgs = rng.rand(24, 3, 12, 12).astype(np.float32)
+    r = UniversalCDRRetriever(**TINY).fit(imgs)
+    assert r.transform(imgs).shape == (24, 8)
+    flat = UniversalCDRRetriever(**TINY, image_shape=(3, 12, 12)).fit(imgs.reshape(24, -1))
+    np.testing.assert_allclose(flat.transform(imgs.reshape(24, -1)), r.transform(imgs), atol=1e-6)
+    with pytest.raises(ValueError, match="features per row"):
+        UniversalCDRRetriever(**TINY, image_shape=(3, 5, 5)).fit(imgs.reshape(24, -1))
+
+
+def test_bad_input_errors(fitted):
+    with pytest.raises(ValueError, match="n_neighbors"):
+        fitted.kneighbors(n_neighbors=0)
+    with pytest.raises(ValueError, match="gallery_domain"):
+        fitted.kneighbors(n_neighbors=1, gallery_domain="nope")
+    with pytest.raises(ValueError, match="features"):
+        fitted.transform(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="lr"):
+        UniversalCDRRetriever(lr=-1).fit(np.zeros((4, 3)))
+
+
+def test_grid_search_with_routed_domains(two_domains):
+    X, y, d = two_domains
+    with sklearn.config_context(enable_metadata_routing=True):
+        search = GridSearchCV(
+            UniversalCDRRetriever(**TINY),
+            {"tau": [0.07, 0.2]},
+            scoring=make_map_scorer(),
+            cv=DomainStratifiedKFold(n_splits=2, shuffle=True, random_state=0),
+        ).fit(X, y, sample_domain=d)
+    assert np.isfinite(search.best_score_)
+    assert set(search.cv_results_["params"][0]) == {"tau"}
+
+
+def test_score_is_cross_domain_map(two_domains, fitted):
+    X, y, d = two_domains
+    s = fitted.score(X, y, sample_domain=d)
+    assert 0 <= s <= 1
