@@ -1,0 +1,238 @@
+"""Open-set detection of private queries (UEM, appendix B.1).
+
+In the open-set setting some query categories have no counterpart in the gallery; such
+"private" queries should be answered with "null" rather than with neighbours. UEM detects
+them from the unified prototype structure: both sides are clustered, the gallery prototypes
+are translated into the query frame and merged with the query prototypes
+(:func:`skucdr.cluster.merge_prototypes`), and a query is private when its cluster found no
+partner in the gallery, or when it lies farther from the whole gallery than the largest
+cross-domain distance seen inside its merged cluster.
+
+Both retrievers' ``detect_private`` call :func:`detect_private_queries`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.utils import Bunch, check_array, check_random_state
+
+from .cluster import (
+    choose_n_prototypes_elbow,
+    l2_normalize,
+    merge_prototypes,
+    product_distance,
+    spherical_kmeans,
+)
+
+__all__ = ["detect_private_queries"]
+
+# Elements of one (rows x gallery) block of product distances; a few float64 temporaries
+# of this size live at once (~16 MiB each).
+_BLOCK_ELEMENTS = 2**21
+
+
+def _n_prototypes(X, n_prototypes, max_prototypes, seed, n_iter, n_redo, side):
+    n = len(X)
+    if isinstance(n_prototypes, str):
+        if n_prototypes != "elbow":
+            raise ValueError(f"n_prototypes must be 'elbow' or an int, got {n_prototypes!r}.")
+        k_max = max(2, min(max_prototypes, n // 10))
+        return choose_n_prototypes_elbow(
+            X, k_min=2, k_max=k_max, n_iter=n_iter, n_redo=n_redo, random_state=seed
+        )
+    if (
+        isinstance(n_prototypes, bool)
+        or not isinstance(n_prototypes, numbers.Integral)
+        or n_prototypes < 1
+    ):
+        raise ValueError(f"n_prototypes must be 'elbow' or an int >= 1, got {n_prototypes!r}.")
+    if n_prototypes > n:
+        raise ValueError(
+            f"n_prototypes={n_prototypes} is larger than the number of {side} rows (n_samples={n})."
+        )
+    return int(n_prototypes)
+
+
+def _row_blocks(n_rows, n_cols):
+    step = max(1, _BLOCK_ELEMENTS // max(n_cols, 1))
+    return (slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step))
+
+
+def _nearest_prototype(X, prototypes):
+    """Index of the Euclidean-nearest prototype of every row."""
+    sq = np.einsum("ij,ij->i", prototypes, prototypes)[None, :] - 2.0 * (
+        X @ prototypes.T
+    )  # ||x||^2 is constant per row
+    return np.argmin(sq, axis=1)
+
+
+def _scan_gallery(Q, G, g_order, g_starts, q_partner, compute_max):
+    """One blocked pass over ``D(Q, G)``.
+
+    Returns the minimum product distance of every query row to the gallery and, when
+    ``compute_max``, the maximum over the gallery members of each query row's partner
+    cluster (``-inf`` when the row's cluster has no partner or the partner no member).
+    """
+    n_q = len(Q)
+    d_min = np.empty(n_q)
+    row_max = np.full(n_q, -np.inf)
+    nonempty = g_starts[:-1] < g_starts[1:]
+    for rows in _row_blocks(n_q, len(G)):
+        D = product_distance(Q[rows], G)
+        d_min[rows] = D.min(axis=1)
+        if not compute_max:
+            continue
+        partner = q_partner[rows]
+        has = partner >= 0
+        if not has.any():
+            continue
+        # Segment maxima over gallery clusters (gallery sorted by cluster id).
+        group_max = np.full((D.shape[0], len(g_starts) - 1), -np.inf)
+        group_max[:, nonempty] = np.maximum.reduceat(D[:, g_order], g_starts[:-1][nonempty], axis=1)
+        idx = np.flatnonzero(has)
+        row_max[rows.start + idx] = group_max[idx, partner[idx]]
+    return d_min, row_max
+
+
+def detect_private_queries(
+    query_emb,
+    gallery_emb,
+    *,
+    n_prototypes="elbow",
+    max_prototypes=50,
+    query_reference=None,
+    n_iter=20,
+    n_redo=3,
+    random_state=None,
+    return_details=False,
+):
+    """Flag queries whose category is judged absent from the gallery (UEM appendix B.1).
+
+    1. Spherical k-means on the query side (``query_reference``, by default the queries
+       themselves) and on the gallery, ``k`` per side by the elbow or given.
+    2. Translate the gallery prototypes into the query frame (Eq. 8), match them with the
+       Hungarian algorithm and merge by Eq. 9 (:func:`skucdr.cluster.merge_prototypes`).
+    3. For every merged pair ``c``, ``D_c = max D(x_q, x_g)`` over the query-side members
+       times the gallery-side members, where a member of a side is a row of that side whose
+       Euclidean-nearest prototype (of its own side, in its own frame) is the pair's
+       prototype and ``D`` is :func:`skucdr.cluster.product_distance` on the embeddings.
+    4. A query is private when its Euclidean-nearest query prototype is unmerged, or when it
+       is merged and ``D_c < min_j D(query, gallery_j)``.
+
+    Rows are L2-normalised first (a no-op for the retrievers' embeddings).
+
+    Parameters
+    ----------
+    query_emb : array-like of shape (n_queries, n_features)
+        Query embeddings to judge.
+    gallery_emb : array-like of shape (n_gallery, n_features)
+        Gallery embeddings.
+    n_prototypes : "elbow" or int, default="elbow"
+        Prototypes per side: chosen by :func:`skucdr.cluster.choose_n_prototypes_elbow`
+        (``k`` in ``[2, min(max_prototypes, n // 10)]``) or the same given number.
+    max_prototypes : int, default=50
+        Largest ``k`` the elbow scans.
+    query_reference : array-like of shape (n_reference, n_features), default=None
+        Query-domain rows the query-side clusters and ``D_c`` are built from (e.g. the
+        fitted query domain when judging new queries). None uses ``query_emb``.
+    n_iter : int, default=20
+        k-means iterations per run.
+    n_redo : int, default=3
+        k-means runs per ``k``; the lowest inertia is kept.
+    random_state : int, RandomState instance or None, default=None
+        Seeds k-means.
+    return_details : bool, default=False
+        Also return a :class:`~sklearn.utils.Bunch` with the intermediate quantities.
+
+    Returns
+    -------
+    private : ndarray of shape (n_queries,), bool
+        True where the query is judged private.
+    details : Bunch
+        Only with ``return_details=True``: ``merge`` (the
+        :class:`~skucdr.cluster.PrototypeMerge`), ``query_prototypes``,
+        ``gallery_prototypes``, ``nearest_prototype`` (per query), ``cluster_max_distance``
+        (``D_c`` per query prototype, ``-inf`` when unmerged or without members on a side),
+        ``gallery_min_distance`` (``min_j D(query, gallery_j)`` per query).
+
+    Notes
+    -----
+    When the judged queries are the rows the clusters were built from (the default), a
+    query of a merged cluster is itself one of the members over which ``D_c`` is a
+    maximum, so ``min_j D(query, gallery_j) <= D_c`` and rule (b) can only fire for
+    clusters without gallery members; rule (a), the unmerged prototypes, does the work.
+    Rule (b) matters for queries judged against a ``query_reference``: new queries far from
+    every gallery item are flagged even when their nearest prototype is merged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skucdr.open_set import detect_private_queries
+    >>> rng = np.random.RandomState(0)
+    >>> centers = rng.normal(size=(4, 16))
+    >>> queries = np.repeat(centers, 25, axis=0) + 0.05 * rng.normal(size=(100, 16))
+    >>> gallery = np.repeat(centers[:2], 25, axis=0) + 0.05 * rng.normal(size=(50, 16))
+    >>> private = detect_private_queries(queries, gallery, random_state=0)
+    >>> private.reshape(4, 25).mean(axis=1).tolist()  # the last two categories are private
+    [0.0, 0.0, 1.0, 1.0]
+    """
+    Q = check_array(query_emb, dtype=np.float64, input_name="query_emb")
+    G = check_array(gallery_emb, dtype=np.float64, input_name="gallery_emb")
+    R = (
+        Q
+        if query_reference is None
+        else check_array(query_reference, dtype=np.float64, input_name="query_reference")
+    )
+    for name, arr in (("gallery_emb", G), ("query_reference", R)):
+        if arr.shape[1] != Q.shape[1]:
+            raise ValueError(f"{name} has {arr.shape[1]} features but query_emb has {Q.shape[1]}.")
+    if (
+        isinstance(max_prototypes, bool)
+        or not isinstance(max_prototypes, numbers.Integral)
+        or max_prototypes < 2
+    ):
+        raise ValueError(f"max_prototypes must be an int >= 2, got {max_prototypes!r}.")
+    Q, G = l2_normalize(Q), l2_normalize(G)
+    R = Q if query_reference is None else l2_normalize(R)
+
+    rng = check_random_state(random_state)
+    seed_q, seed_g = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
+    kw = {"n_iter": n_iter, "n_redo": n_redo}
+    k_q = _n_prototypes(R, n_prototypes, max_prototypes, seed_q, side="query", **kw)
+    k_g = _n_prototypes(G, n_prototypes, max_prototypes, seed_g, side="gallery", **kw)
+    P_q = spherical_kmeans(R, k_q, random_state=seed_q, **kw)[0].astype(np.float64)
+    P_g = spherical_kmeans(G, k_g, random_state=seed_g, **kw)[0].astype(np.float64)
+    merge = merge_prototypes(P_q, P_g, R.mean(axis=0), G.mean(axis=0))
+
+    q_partner = np.full(k_q, -1, dtype=np.int64)  # gallery cluster merged with each query one
+    q_partner[merge.pairs[:, 0]] = merge.pairs[:, 1]
+    ref_labels = _nearest_prototype(R, P_q)
+    g_labels = _nearest_prototype(G, P_g)
+    g_order = np.argsort(g_labels, kind="stable")
+    g_starts = np.searchsorted(g_labels[g_order], np.arange(k_g + 1))
+
+    d_min_ref, row_max = _scan_gallery(
+        R, G, g_order, g_starts, q_partner[ref_labels], compute_max=True
+    )
+    cluster_max = np.full(k_q, -np.inf)
+    np.maximum.at(cluster_max, ref_labels, row_max)
+
+    if query_reference is None:
+        nearest, d_min = ref_labels, d_min_ref
+    else:
+        nearest = _nearest_prototype(Q, P_q)
+        d_min = _scan_gallery(Q, G, g_order, g_starts, q_partner[nearest], False)[0]
+    unmerged = q_partner[nearest] < 0
+    private = unmerged | (cluster_max[nearest] < d_min)
+    if not return_details:
+        return private
+    return private, Bunch(
+        merge=merge,
+        query_prototypes=P_q,
+        gallery_prototypes=P_g,
+        nearest_prototype=nearest,
+        cluster_max_distance=cluster_max,
+        gallery_min_distance=d_min,
+    )
