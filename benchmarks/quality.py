@@ -119,8 +119,8 @@ def _embed(method, seed, X, sample_domain):
         import sklearn
 
         with sklearn.config_context(enable_metadata_routing=True):
-            model.fit(flat, sample_domain=sample_domain)
-            Z = model.transform(flat, sample_domain=sample_domain)
+            model.fit(X, sample_domain=sample_domain)  # 4-D in, 4-D (RGB + phase) between steps
+            Z = model.transform(X, sample_domain=sample_domain)
         return Z, model, time.perf_counter() - start
     model.fit(X, sample_domain=sample_domain)
     return model.gallery_embedding_, model, time.perf_counter() - start

@@ -657,10 +657,10 @@ class PrototypeClusterer(
 
     Parameters
     ----------
-    n_prototypes : "elbow" or int, default="elbow"
+    n_prototypes : "elbow", int or dict, default="elbow"
         Prototypes per domain: chosen per domain with
         :func:`choose_n_prototypes_elbow` (``k`` in ``[2, min(max_prototypes, n_d // 10)]``),
-        or the same given number for every domain. A fixed ``k`` above a domain's number of
+        the same given number for every domain, or a dict ``{domain: k or "elbow"}``. A fixed ``k`` above a domain's number of
         categories splits some of them; the close halves then shrink Eq. 9's threshold and
         few prototypes merge.
     merge : bool, default=True
@@ -736,7 +736,11 @@ class PrototypeClusterer(
     __metadata_request__predict = {"sample_domain": True}
 
     _parameter_constraints: dict = {
-        "n_prototypes": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"elbow"})],
+        "n_prototypes": [
+            Interval(numbers.Integral, 1, None, closed="left"),
+            StrOptions({"elbow"}),
+            dict,
+        ],
         "merge": ["boolean"],
         "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
         "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -768,12 +772,20 @@ class PrototypeClusterer(
     def _cluster_domain(self, X_d, domain, seed):
         n_d = len(X_d)
         kw = {"n_iter": self.n_iter, "n_redo": self.n_redo, "random_state": seed}
-        if self.n_prototypes == "elbow":
+        n_prototypes = self.n_prototypes
+        if isinstance(n_prototypes, dict):
+            if domain not in n_prototypes:
+                raise ValueError(
+                    f"n_prototypes is a dict without an entry for domain {domain!r}; it has "
+                    f"{sorted(map(str, n_prototypes))}."
+                )
+            n_prototypes = n_prototypes[domain]
+        if isinstance(n_prototypes, str) and n_prototypes == "elbow":
             k = choose_n_prototypes_elbow(
                 X_d, k_min=2, k_max=max(2, min(self.max_prototypes, n_d // 10)), **kw
             )
         else:
-            k = int(self.n_prototypes)
+            k = int(n_prototypes)
             if k > n_d:
                 raise ValueError(
                     f"n_prototypes={k} is larger than the number of samples of domain "

@@ -83,6 +83,8 @@ class UEMObjective:
         alignment,
         matching,
         seed,
+        elbow_every=5,
+        n_threads=None,
     ):
         self.X = X
         self.codes = np.asarray(codes)
@@ -101,6 +103,10 @@ class UEMObjective:
         self.alignment = alignment
         self.matching = matching
         self.seed = seed
+        self.elbow_every = elbow_every
+        self.n_threads = n_threads if n_threads is not None else max(1, torch.get_num_threads())
+        self._k_cache = None
+        self._refreshes = 0
         local = np.zeros(len(self.codes), dtype=np.int64)
         for d in range(self.n_domains):
             rows = self.codes == d
@@ -147,17 +153,36 @@ class UEMObjective:
         if self.prototypes is not None:
             net.history.record("n_prototypes", int(self.prototypes[0].shape[0]))
 
+    def _prototype_counts(self, banks, epoch):
+        """k per domain: the elbow rule, re-estimated every ``elbow_every`` refreshes."""
+        from ..cluster import choose_n_prototypes_elbow
+
+        if self.n_prototypes != "elbow":
+            return {d: int(self.n_prototypes) for d in range(self.n_domains)}
+        if self._k_cache is None or self._refreshes % self.elbow_every == 0:
+            self._k_cache = {
+                d: choose_n_prototypes_elbow(
+                    bank, k_max=max(2, min(self.max_prototypes, len(bank) // 10)),
+                    n_redo=1, random_state=self.seed + epoch, n_threads=self.n_threads,
+                )
+                for d, bank in enumerate(banks)
+            }
+        return self._k_cache
+
     def _refresh_prototypes(self, net, epoch):
         from ..cluster import PrototypeClusterer
 
-        feats = torch.cat(self.banks).cpu().numpy()
-        domains = np.concatenate([np.full(len(b), d) for d, b in enumerate(self.banks)])
+        banks = [b.cpu().numpy() for b in self.banks]
+        feats = np.concatenate(banks)
+        domains = np.concatenate([np.full(len(b), d) for d, b in enumerate(banks)])
         clusterer = PrototypeClusterer(
-            n_prototypes=self.n_prototypes,
+            n_prototypes=self._prototype_counts(banks, epoch),
             merge=self.merge_prototypes,
             max_prototypes=self.max_prototypes,
             random_state=self.seed + epoch,
+            n_jobs=self.n_threads,
         ).fit(feats, sample_domain=domains)
+        self._refreshes += 1
         device = net.device
         self.prototypes = [
             torch.as_tensor(clusterer.domain_centers_[d], dtype=torch.float32, device=device)

@@ -50,8 +50,10 @@ class UniversalCDRRetriever(BaseRetriever):
       so one optimizer step serves the bi-level game; for more than two domains the
       binary cross-entropy of Eq. 13 becomes a multi-class cross-entropy.
     - Prototypes are refreshed at the start of every epoch once ``alpha > 0.01`` (and
-      every stage-2 epoch) by re-running k-means on the banks, re-estimating k.
-      Assignments ``c_i`` are the nearest unified prototype in the row's own frame.
+      every stage-2 epoch) by re-running spherical k-means on the banks. The elbow
+      estimate of k (per domain) is redone every ``elbow_every`` refreshes, not every
+      epoch: the scan over k costs far more than one k-means. Assignments ``c_i`` are
+      the nearest unified prototype in the row's own frame.
     - The SN2M bank negatives are the other domain's memory bank (not a second forward).
     - Small-data training: Adam instead of SGD (no pretrained backbone here), a
       cosine schedule, and a memory-bank momentum ``bank_momentum`` (paper: 0.99; see the
@@ -82,6 +84,9 @@ class UniversalCDRRetriever(BaseRetriever):
         Prototypes per domain: chosen by the elbow rule (UEM) or fixed.
     max_prototypes : int, default=50
         Largest k scanned by the elbow rule.
+    elbow_every : int, default=5
+        Re-estimate k by the elbow rule every this many prototype refreshes (k-means
+        itself runs at every refresh).
     merge_prototypes : bool, default=True
         Merge matched prototypes across domains (Eq. 9); False keeps every domain's
         prototypes separate (the "w/o merging" ablation).
@@ -152,6 +157,7 @@ class UniversalCDRRetriever(BaseRetriever):
         "instance_negatives": [StrOptions({"bank", "batch"})],
         "n_prototypes": [StrOptions({"elbow"}), Interval(numbers.Integral, 1, None, closed="left")],
         "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
+        "elbow_every": [Interval(numbers.Integral, 1, None, closed="left")],
         "merge_prototypes": ["boolean"],
         "semantic_enhanced": ["boolean"],
         "alignment": [StrOptions({"spda", "dann"}), None],
@@ -172,6 +178,7 @@ class UniversalCDRRetriever(BaseRetriever):
         instance_negatives="bank",
         n_prototypes="elbow",
         max_prototypes=50,
+        elbow_every=5,
         merge_prototypes=True,
         semantic_enhanced=True,
         alignment="spda",
@@ -197,6 +204,7 @@ class UniversalCDRRetriever(BaseRetriever):
         self.instance_negatives = instance_negatives
         self.n_prototypes = n_prototypes
         self.max_prototypes = max_prototypes
+        self.elbow_every = elbow_every
         self.merge_prototypes = merge_prototypes
         self.semantic_enhanced = semantic_enhanced
         self.alignment = alignment
@@ -264,6 +272,7 @@ class UniversalCDRRetriever(BaseRetriever):
             alignment=self.alignment,
             matching=self.matching,
             seed=int(generator.initial_seed() % (2**31 - 1)),
+            elbow_every=self.elbow_every,
         )
         net = train_objective(
             module,
