@@ -104,7 +104,9 @@ class UEMObjective:
         self.matching = matching
         self.seed = seed
         self.elbow_every = elbow_every
-        self.n_threads = n_threads if n_threads is not None else max(1, torch.get_num_threads())
+        # faiss's OpenMP threads and torch's fight badly in one process (k-means ran 10-30x
+        # slower with 2 threads after a torch backward pass on 2 cores): cluster on one.
+        self.n_threads = 1 if n_threads is None else n_threads
         self._k_cache = None
         self._refreshes = 0
         local = np.zeros(len(self.codes), dtype=np.int64)

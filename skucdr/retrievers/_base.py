@@ -102,7 +102,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             self.net_ = self._fit_network(data, codes, generator)
         self.history_ = self.net_.history
         self._n_features_out = self.n_components
-        self._set_gallery(self._embed(data.X, codes), data.sample_domain)
+        self.train_embedding_ = self._embed(data.X, codes)
+        self.train_domain_ = data.sample_domain
+        self._set_gallery(self.train_embedding_, data.sample_domain)
         return data
 
     def fit(self, X, y=None, *, sample_domain=None):
@@ -330,6 +332,8 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         private : ndarray of shape (n_queries,), bool
             True where the query's category is judged absent from the gallery.
         """
+        from threadpoolctl import threadpool_limits
+
         from ..cluster import detect_private_queries
 
         check_is_fitted(self, "net_")
@@ -338,13 +342,24 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         for group in dict.fromkeys(q_domains.tolist()):
             q_rows = np.flatnonzero(q_domains == group)
             g_rows = self._gallery_rows(group, gallery_domain)
-            private[q_rows] = detect_private_queries(
-                Q[q_rows],
-                self.gallery_embedding_[g_rows],
-                n_prototypes=self._open_set_prototypes(),
-                random_state=self.random_state,
-            )
+            # faiss k-means on one thread: its OpenMP pool and torch's fight in one process
+            with threadpool_limits(limits=1):
+                private[q_rows] = detect_private_queries(
+                    Q[q_rows],
+                    self.gallery_embedding_[g_rows],
+                    n_prototypes=self._open_set_prototypes(),
+                    query_reference=self._fitted_rows_of(group),
+                    random_state=self.random_state,
+                )
         return private
+
+    def _fitted_rows_of(self, domain):
+        """Fitted embeddings of ``domain`` (the query side of appendix B.1), if any."""
+        emb = getattr(self, "train_embedding_", None)
+        if emb is None:
+            return None
+        rows = self.train_domain_ == domain
+        return emb[rows] if rows.any() else None
 
     def _open_set_prototypes(self):
         return "elbow"
