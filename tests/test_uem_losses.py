@@ -113,3 +113,17 @@ def test_switchable_nn_loss_uses_the_neighbour_only_when_convincing():
     loss_nn, _ = switchable_nn_loss(z, own, other, bank, tau, switchable=False)
     expected_nn = ((denom[0] - logits_b[0, 0]) + (denom[1] - logits_b[1, 0])) / 2
     assert loss_nn.item() == pytest.approx(expected_nn.item(), rel=1e-6)
+
+
+def test_switchable_nn_loss_without_instance_negatives_keeps_only_prototypes_below():
+    tau = 1.0
+    own = other = torch.stack([E1, E2])
+    bank = torch.stack([F.normalize(torch.tensor([1.0, 0.1]), dim=0), -E1])
+    z = torch.stack([E1])
+    loss, convincing = switchable_nn_loss(z, own, other, bank, tau, instance_negatives=False)
+    assert convincing.tolist() == [True]
+    logits_p = z @ other.t()
+    pos_b = (z * bank[0]).sum()
+    denom = torch.logsumexp(torch.cat([logits_p[0], pos_b[None]]), 0)
+    expected = denom - torch.logaddexp(logits_p[0, 0], pos_b)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)

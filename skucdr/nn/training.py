@@ -107,7 +107,7 @@ class Objective:
     losses(net, batch)
         A dict of named scalar losses for one batch, with the weighted total under
         ``"loss"``. Called in training mode; the engine back-propagates ``"loss"``.
-    after_backward()
+    after_backward(net)
         Optional: state updates that must wait until the backward pass is done
         (tensors used in the graph must not be modified in place before it).
     """
@@ -158,7 +158,7 @@ class MultiDomainNet(NeuralNet):
         total.backward()
         after_backward = getattr(self.objective, "after_backward", None)
         if after_backward is not None:  # e.g. memory-bank updates, once autograd is done
-            after_backward()
+            after_backward(self)
         for name, value in losses.items():
             if name != "loss":  # loss_* terms and stat_* diagnostics
                 self.history.record_batch(name, float(value.detach()))

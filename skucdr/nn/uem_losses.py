@@ -137,7 +137,8 @@ def product_distance(u, v):
     return (1 - cos) * torch.cdist(u, v)
 
 
-def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, switchable=True):
+def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, switchable=True,
+                       instance_negatives=True):
     r"""Switchable nearest-neighbour matching (SN2M, Eqs. 15-17), for queries of domain A.
 
     ``own_prototypes`` (:math:`P^{A'}`) and ``other_prototypes`` (:math:`P^{B'}`) are the
@@ -157,6 +158,11 @@ def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, 
     switchable : bool, default=True
         False gives the UCDIR-style alternative used in the ablation: the nearest
         cross-domain neighbour is always a positive and no prototype is.
+    instance_negatives : bool, default=True
+        Whether the other domain's instances enter the denominator (Eq. 17 as printed).
+        False keeps only the prototypes there (the neighbour still counts as a positive
+        when convincing): every same-category instance of B is otherwise pushed away
+        from the query.
 
     Returns
     -------
@@ -171,10 +177,13 @@ def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, 
         t = product_distance(other_bank[nn_idx], other_prototypes).argmin(dim=1)
         convincing = t == s
     logits_p = z @ other_prototypes.t() / tau
-    logits_b = z @ other_bank.t() / tau
-    denominator = torch.logsumexp(torch.cat([logits_p, logits_b], dim=1), dim=1)
+    pos_b = (z * other_bank[nn_idx]).sum(dim=1) / tau
+    if instance_negatives:
+        logits_b = z @ other_bank.t() / tau
+        denominator = torch.logsumexp(torch.cat([logits_p, logits_b], dim=1), dim=1)
+    else:
+        denominator = torch.logsumexp(torch.cat([logits_p, pos_b[:, None]], dim=1), dim=1)
     pos_p = logits_p.gather(1, s[:, None]).squeeze(1)
-    pos_b = logits_b.gather(1, nn_idx[:, None]).squeeze(1)
     if switchable:
         numerator = torch.where(
             convincing, torch.logaddexp(pos_p, pos_b), pos_p

@@ -85,6 +85,7 @@ class UEMObjective:
         seed,
         elbow_every=5,
         n_threads=None,
+        sn2m_instance_negatives=True,
     ):
         self.X = X
         self.codes = np.asarray(codes)
@@ -104,6 +105,7 @@ class UEMObjective:
         self.matching = matching
         self.seed = seed
         self.elbow_every = elbow_every
+        self.sn2m_instance_negatives = sn2m_instance_negatives
         # faiss's OpenMP threads and torch's fight badly in one process (k-means ran 10-30x
         # slower with 2 threads after a torch backward pass on 2 cores): cluster on one.
         self.n_threads = 1 if n_threads is None else n_threads
@@ -200,8 +202,7 @@ class UEMObjective:
     # ------------------------------------------------------------------- losses
     def _forward(self, net, batch):
         rows = torch.cat(batch)
-        x = self.X[rows].to(net.device)
-        x = self.augment(x, self.generator)
+        x = self.augment(self.X[rows].to(net.device), self.generator)
         z = net.module_(x)
         return x, rows, z, [len(b) for b in batch]
 
@@ -221,7 +222,7 @@ class UEMObjective:
         self._pending_bank_update = ([z_d.detach() for z_d in z_parts], batch)
         return out
 
-    def after_backward(self):
+    def after_backward(self, net=None):
         """Apply the memory-bank update of Eq. 5 (the banks are in the autograd graph)."""
         self._update_banks(*self._pending_bank_update)
         self._pending_bank_update = None
@@ -272,6 +273,7 @@ class UEMObjective:
                     loss, conv = switchable_nn_loss(
                         z_a, self.prototypes[a], self.prototypes[b], self.banks[b], self.tau,
                         switchable=self.matching == "sn2m",
+                        instance_negatives=self.sn2m_instance_negatives,
                     )
                     terms.append(loss)
                     convincing.append(conv.float().mean())
