@@ -216,7 +216,13 @@ def main(argv=None):
     parser.add_argument("--settings", nargs="+", choices=SETTINGS)
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--out", default=None, help="JSON file (default: results/quality[_quick].json)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 when several benchmarks share the cores)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     methods = args.methods or (QUICK_METHODS if args.quick else list(METHODS))
     settings = args.settings or (("closed",) if args.quick else SETTINGS)
     seeds = args.seeds or ((0,) if args.quick else (0, 1))
@@ -233,7 +239,7 @@ def main(argv=None):
         except ImportError as exc:  # e.g. a method that is not implemented in this checkout
             print(f"skip {key}: {exc}", flush=True)
             continue
-        results[key] = {"rows": rows, "torch_threads": os.environ.get("OMP_NUM_THREADS")}
+        results[key] = {"rows": rows, "threads": args.threads}
         tmp = out.with_suffix(".partial.json")
         tmp.write_text(json.dumps(results, indent=1, default=float))
         os.replace(tmp, out)

@@ -64,8 +64,10 @@ class UniversalCDRRetriever(BaseRetriever):
     ----------
     n_components : int, default=128
         Width of the embedding.
-    max_epochs : int, default=30
-        Total epochs of both stages.
+    max_epochs : int, default=15
+        Total epochs of both stages (10 + 5 by default). Measured on the digit pairs:
+        longer runs did not help (MNIST->optdigits mAP@All 0.58 at 15 epochs, 0.55 at 24,
+        stage-1 alone 0.56 at 10 epochs and 0.51 at 30).
     batch_size : int, default=64
         Rows *per domain* in every step (the paper: 64).
     lr : float, default=1e-3
@@ -176,7 +178,7 @@ class UniversalCDRRetriever(BaseRetriever):
         self,
         n_components=128,
         *,
-        max_epochs=30,
+        max_epochs=15,
         batch_size=64,
         lr=1e-3,
         weight_decay=1e-5,
