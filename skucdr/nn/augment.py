@@ -134,7 +134,7 @@ class FeatureAugment:
     dropout: float = 0.1
 
     def __call__(self, x, gen):
-        scale = x.std(dim=1, keepdim=True) * self.noise
+        scale = x.std(dim=1, keepdim=True, correction=0) * self.noise
         noise = torch.randn(x.shape, generator=gen, device="cpu").to(x.device)
         keep = (torch.rand(x.shape, generator=gen, device="cpu") >= self.dropout).to(x.device)
         return (x + noise * scale) * keep.to(x.dtype) / (1 - self.dropout)

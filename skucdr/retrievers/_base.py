@@ -47,7 +47,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     _requires_images = False
 
     _shared_parameter_constraints: dict = {
-        "n_components": [Interval(numbers.Integral, 2, None, closed="left")],
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -89,7 +89,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _fit(self, X, sample_domain):
         data = self._validate(X, sample_domain, reset=True)
         if data.X.shape[0] < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 rows to fit, got 1.")
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 samples to fit, got 1 sample."
+            )
         self.domains_ = np.asarray(data.domain_order)
         self.image_shape_ = data.image_shape
         self.device_ = resolve_device(self.device)
@@ -400,6 +402,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False
+        tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
         tags.input_tags.two_d_array = True
         tags.non_deterministic = str(self.device).startswith("cuda")
         return tags
