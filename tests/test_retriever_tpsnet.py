@@ -1,0 +1,194 @@
+"""Behaviour of TextPhaseRetriever (TPSNet) on tiny images."""
+
+import io
+
+import joblib
+import numpy as np
+import pytest
+import torch
+
+from skucdr import TextPhaseRetriever
+from skucdr.nn.text import BuiltinTextTower
+from skucdr.nn.tpsnet_objective import align_domain_clusters
+
+# 3 epochs: one warm-up, one prompt epoch, one stage-2 epoch.
+TINY = {"n_components": 8, "max_epochs": 3, "prompt_epochs": 1, "batch_size": 16,
+        "n_prototypes": 3, "n_heads": 2, "device": "cpu", "random_state": 0}
+
+
+def _images(rng, y, shift):
+    """3x12x12 images: a bright bar whose position encodes the class, plus a domain tint."""
+    X = rng.rand(len(y), 3, 12, 12).astype(np.float32) * 0.2
+    for c in range(3):
+        X[y == c, :, 2 + 3 * c : 4 + 3 * c, 2:10] += 0.8
+    X[:, 0] += shift
+    return np.clip(X, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def two_domains():
+    rng = np.random.RandomState(0)
+    y = np.tile(np.arange(3), 10)
+    X = np.concatenate([_images(rng, y, 0.0), _images(rng, y, 0.3)])
+    d = np.array(["a"] * 30 + ["b"] * 30)
+    return X, np.concatenate([y, y]), d
+
+
+@pytest.fixture(scope="module")
+def fitted(two_domains):
+    X, _, d = two_domains
+    return TextPhaseRetriever(**TINY).fit(X, sample_domain=d)
+
+
+def test_transform_is_normalised_float32_and_reproducible(two_domains, fitted):
+    X, _, d = two_domains
+    Z = fitted.transform(X, sample_domain=d)
+    assert Z.dtype == np.float32 and Z.shape == (60, 8)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(Z, fitted.gallery_embedding_)
+    again = TextPhaseRetriever(**TINY).fit(X, sample_domain=d)
+    np.testing.assert_array_equal(again.transform(X, sample_domain=d), Z)
+
+
+def test_labels_never_influence_training(two_domains, fitted):
+    X, y, d = two_domains
+    permuted = np.random.RandomState(1).permutation(y)
+    other = TextPhaseRetriever(**TINY).fit(X, permuted, sample_domain=d)
+    np.testing.assert_array_equal(other.gallery_embedding_, fitted.gallery_embedding_)
+
+
+def test_mapping_in_gives_mapping_out_and_flat_images_match(two_domains, fitted):
+    X, _, d = two_domains
+    out = fitted.transform({"a": X[:30], "b": X[30:]})
+    assert list(out) == ["a", "b"]
+    np.testing.assert_array_equal(out["b"], fitted.transform(X[30:], sample_domain=d[30:]))
+    flat = TextPhaseRetriever(**TINY, image_shape=(3, 12, 12))
+    flat.fit(X.reshape(60, -1), sample_domain=d)
+    np.testing.assert_allclose(flat.gallery_embedding_, fitted.gallery_embedding_, atol=1e-6)
+
+
+def test_embedding_uses_the_query_domain_prompts(two_domains, fitted):
+    X = two_domains[0]
+    as_a = fitted.transform(X[:5], sample_domain=["a"] * 5)
+    as_b = fitted.transform(X[:5], sample_domain=["b"] * 5)
+    assert not np.allclose(as_a, as_b)
+    unseen = fitted.transform(X[:5], sample_domain=["new"] * 5)
+    np.testing.assert_allclose(np.linalg.norm(unseen, axis=1), 1, atol=1e-5)
+    # an unseen domain is queried with the mean over domains of each class's prompt feature
+    module = fitted.net_.module_.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(X[:5])
+        expected = module.head(module.tokens(x), module.class_text.mean(dim=0))
+    np.testing.assert_allclose(unseen, expected.numpy(), atol=1e-5)
+    assert module.class_text.shape[:2] == (2, fitted.n_classes_)
+
+
+def test_transform_is_invariant_to_row_order_and_batching(two_domains, fitted):
+    X, _, d = two_domains
+    Z = fitted.gallery_embedding_
+    order = np.random.RandomState(0).permutation(60)
+    np.testing.assert_allclose(fitted.transform(X[order], sample_domain=d[order]), Z[order],
+                               atol=1e-6)
+    np.testing.assert_allclose(fitted.transform(X[7:9], sample_domain=d[7:9]), Z[7:9], atol=1e-6)
+
+
+def test_input_kinds_and_validation(two_domains, fitted):
+    X, _, d = two_domains
+    assert fitted.n_features_in_ == 3 * 12 * 12 and fitted.image_shape_ == (3, 12, 12)
+    as_f64 = fitted.transform(X.astype(np.float64), sample_domain=d)
+    np.testing.assert_allclose(as_f64, fitted.gallery_embedding_, atol=1e-6)
+    readonly = X.copy()
+    readonly.flags.writeable = False
+    np.testing.assert_allclose(fitted.transform(readonly, sample_domain=d),
+                               fitted.gallery_embedding_, atol=1e-6)
+    bad = X.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.transform(bad, sample_domain=d)
+    with pytest.raises(ValueError, match="shape"):
+        fitted.transform(X[:, :, :6, :6], sample_domain=d)
+    assert set(fitted._expected_failed_checks()) >= {"check_estimators_pickle"}
+    assert TextPhaseRetriever(image_shape=(3, 12, 12))._expected_failed_checks() == {}
+
+
+def test_kneighbors_searches_the_other_domain(two_domains, fitted):
+    X, _, d = two_domains
+    dist, idx = fitted.kneighbors(X[:4], n_neighbors=3, sample_domain=d[:4])
+    assert (fitted.gallery_domain_[idx] == "b").all()
+    assert (np.diff(dist, axis=1) >= -1e-6).all()
+
+
+def test_joblib_round_trip_is_identical(two_domains, fitted):
+    X, _, d = two_domains
+    buffer = io.BytesIO()
+    joblib.dump(fitted, buffer)
+    buffer.seek(0)
+    loaded = joblib.load(buffer)
+    np.testing.assert_array_equal(loaded.transform(X, sample_domain=d),
+                                  fitted.transform(X, sample_domain=d))
+    np.testing.assert_array_equal(loaded.kneighbors(X[:4], 3, sample_domain=d[:4])[1],
+                                  fitted.kneighbors(X[:4], 3, sample_domain=d[:4])[1])
+
+
+def test_history_has_the_losses_of_every_phase(fitted):
+    names = [set(epoch) for epoch in fitted.history_]
+    assert "loss_ince" in names[0]
+    assert {"loss_i2t", "loss_t2i"} <= names[1]
+    assert {"loss_pce", "loss_i2tce", "stat_repaired"} <= names[2]
+    assert [epoch["stage"] for epoch in fitted.history_] == [1, 1, 2]
+    assert all(np.isfinite(epoch["train_loss"]) for epoch in fitted.history_)
+
+
+@pytest.mark.parametrize(
+    "ablation",
+    [{"text_prior": False}, {"phase_prior": False}, {"fusion": "concat"},
+     {"text_anchors": "domain"}, {"warmup": "bank"},
+     {"n_prototypes": "elbow", "max_prototypes": 4}],
+)
+def test_ablations_fit(two_domains, ablation):
+    X, _, d = two_domains
+    r = TextPhaseRetriever(**{**TINY, "max_epochs": 2, **ablation}).fit(X, sample_domain=d)
+    Z = r.transform(X, sample_domain=d)
+    assert np.isfinite(Z).all() and Z.shape == (60, 8)
+    last = r.history_[-1]
+    assert "loss_pce" in last
+    assert ("loss_i2tce" in last) == r.text_prior
+    if not r.text_prior:
+        assert r.net_.module_.prompts is None
+        np.testing.assert_allclose(Z[:30], r.transform(X[:30], sample_domain=["new"] * 30),
+                                   atol=1e-6)  # no prompts: the domain does not matter
+    if not r.phase_prior:
+        assert r.net_.module_.phase_cnn is None
+
+
+def test_custom_text_tower_is_copied(two_domains):
+    X, _, d = two_domains
+    tower = BuiltinTextTower(width=16, heads=2, output_dim=12, seed=3)
+    before = {k: v.clone() for k, v in tower.state_dict().items()}
+    r = TextPhaseRetriever(**{**TINY, "max_epochs": 2}, text_tower=tower).fit(X, sample_domain=d)
+    assert r.net_.module_.prompts.tower is not tower
+    assert r.net_.module_.class_text.shape[-1] == 12
+    for k, v in tower.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k].numpy())
+
+
+def test_clear_errors(two_domains):
+    X, _, d = two_domains
+    with pytest.raises(ValueError, match="needs images"):
+        TextPhaseRetriever(**TINY).fit(np.random.rand(20, 5), sample_domain=[0] * 10 + [1] * 10)
+    with pytest.raises(ValueError, match="n_heads"):
+        TextPhaseRetriever(**{**TINY, "n_heads": 3}).fit(X, sample_domain=d)
+    with pytest.raises(ValueError, match="text_tower"):
+        TextPhaseRetriever(text_tower="clip").fit(X, sample_domain=d)
+    with pytest.raises(ValueError, match="encoder"):
+        TextPhaseRetriever(**TINY, encoder="mlp").fit(X, sample_domain=d)
+
+
+def test_align_domain_clusters_matches_translated_centres():
+    P_a = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    # domain b: a shifted by (10, 10), in another order, plus one extra cluster
+    P_b = np.array([[10.0, 14.0], [10.0, 10.0], [14.0, 10.0], [30.0, 30.0]])
+    maps, n_shared = align_domain_clusters([P_a, P_b], [P_a.mean(0), P_b[:3].mean(0)])
+    assert maps[0].tolist() == [0, 1, 2]
+    assert maps[1].tolist() == [2, 0, 1, 3]
+    assert n_shared == 4
