@@ -142,7 +142,7 @@ def test_history_has_the_losses_of_every_phase(fitted):
 @pytest.mark.parametrize(
     "ablation",
     [{"text_prior": False}, {"phase_prior": False}, {"fusion": "concat"},
-     {"text_anchors": "domain"}, {"warmup": "bank"},
+     {"text_anchors": "shared"}, {"warmup": "bank"},
      {"n_prototypes": "elbow", "max_prototypes": 4}],
 )
 def test_ablations_fit(two_domains, ablation):
