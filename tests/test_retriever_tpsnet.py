@@ -192,3 +192,14 @@ def test_align_domain_clusters_matches_translated_centres():
     assert maps[0].tolist() == [0, 1, 2]
     assert maps[1].tolist() == [2, 0, 1, 3]
     assert n_shared == 4
+
+
+def test_two_view_nce_matches_its_formula():
+    from skucdr.nn.tpsnet_objective import two_view_nce
+
+    v = torch.eye(4)[:3]  # three orthonormal rows, identical views
+    tau = 0.5
+    expected = -np.log(np.exp(1 / tau) / (np.exp(1 / tau) + 4))  # 2n - 2 = 4 negatives at 0
+    assert float(two_view_nce(v, v, tau)) == pytest.approx(expected, rel=1e-6)
+    swapped = two_view_nce(v, v[[1, 2, 0]], tau)  # wrong positives: a larger loss
+    assert float(swapped) > expected
