@@ -140,3 +140,28 @@ def test_score_is_cross_domain_map(two_domains, fitted):
     X, y, d = two_domains
     s = fitted.score(X, y, sample_domain=d)
     assert 0 <= s <= 1
+
+
+def test_two_view_instance_term_is_reproducible_and_distinct(two_domains, fitted):
+    X, _, d = two_domains
+    kw = dict(TINY, instance_negatives="views", max_epochs=3)
+    a = UniversalCDRRetriever(**kw).fit(X, sample_domain=d)
+    b = UniversalCDRRetriever(**kw).fit(X, sample_domain=d)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    assert not np.allclose(a.transform(X), fitted.transform(X))
+    # NT-Xent over 2 x 16 views of a domain: bounded by log(31) at random directions
+    first = a.history_[0]["loss_ince"]
+    assert np.isfinite(first) and first / 2 < np.log(2 * 16 - 1) + 0.5
+    assert {"loss_dal", "loss_sn2m"} <= set(a.history_[-1])
+
+
+def test_read_only_input_transforms_without_warning(two_domains, fitted):
+    import warnings
+
+    X, _, d = two_domains
+    frozen = X.copy()
+    frozen.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(fitted.transform(frozen, sample_domain=d),
+                                      fitted.transform(X, sample_domain=d))

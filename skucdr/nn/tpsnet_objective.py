@@ -34,36 +34,9 @@ from .tpsnet_modules import (
     TokenProjector,
 )
 from .training import DomainBalancedBatches
-from .uem_losses import instance_nce
+from .uem_losses import instance_nce, two_view_nce
 
 __all__ = ["TPSNetModule", "TPSNetObjective", "align_domain_clusters", "two_view_nce"]
-
-
-def two_view_nce(v1, v2, tau):
-    r"""Instance discrimination between two augmented views (NT-Xent, SimCLR).
-
-    Each row's positive is its other view; the negatives are the other ``2n - 2`` views
-    of the batch:
-
-    .. math:: L = \frac{1}{2n}\sum_i -\log\frac{\exp(z_i\cdot z_{i'}/\tau)}
-              {\sum_{j\ne i}\exp(z_i\cdot z_j/\tau)}
-
-    Parameters
-    ----------
-    v1, v2 : Tensor of shape (n, dim)
-        L2-normalised features of the two views.
-    tau : float
-        Temperature.
-
-    Returns
-    -------
-    loss : Tensor (scalar)
-    """
-    n = v1.shape[0]
-    z = torch.cat([v1, v2])
-    logits = (z @ z.T / tau).fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(logits, target)
 
 
 class TPSNetModule(nn.Module):

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "instance_nce",
+    "two_view_nce",
     "prototype_nce",
     "ipm_weight",
     "semantic_enhanced_loss",
@@ -49,6 +50,33 @@ def instance_nce(z, bank, index, tau, *, negatives="bank"):
         return F.cross_entropy(z @ bank.t() / tau, index)
     logits = z @ bank[index].t() / tau
     return F.cross_entropy(logits, torch.arange(len(z), device=z.device))
+
+
+def two_view_nce(v1, v2, tau):
+    r"""Instance discrimination between two augmented views (NT-Xent, SimCLR).
+
+    Each row's positive is its other view; the negatives are the other ``2n - 2`` views
+    of the batch:
+
+    .. math:: L = \frac{1}{2n}\sum_i -\log\frac{\exp(z_i\cdot z_{i'}/\tau)}
+              {\sum_{j\ne i}\exp(z_i\cdot z_j/\tau)}
+
+    Parameters
+    ----------
+    v1, v2 : Tensor of shape (n, dim)
+        L2-normalised features of the two views.
+    tau : float
+        Temperature.
+
+    Returns
+    -------
+    loss : Tensor (scalar)
+    """
+    n = v1.shape[0]
+    z = torch.cat([v1, v2])
+    logits = (z @ z.T / tau).fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, target)
 
 
 def prototype_nce(z, prototypes, assignment, tau):

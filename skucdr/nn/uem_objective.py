@@ -22,6 +22,7 @@ from .uem_losses import (
     semantic_enhanced_loss,
     semantic_preserving_loss,
     switchable_nn_loss,
+    two_view_nce,
 )
 
 __all__ = ["UEMModule", "UEMObjective"]
@@ -86,6 +87,7 @@ class UEMObjective:
         elbow_every=5,
         n_threads=None,
         sn2m_instance_negatives=True,
+        view_tau=0.2,
     ):
         self.X = X
         self.codes = np.asarray(codes)
@@ -106,6 +108,7 @@ class UEMObjective:
         self.seed = seed
         self.elbow_every = elbow_every
         self.sn2m_instance_negatives = sn2m_instance_negatives
+        self.view_tau = view_tau
         # faiss's OpenMP threads and torch's fight badly in one process (k-means ran 10-30x
         # slower with 2 threads after a torch backward pass on 2 cores): cluster on one.
         self.n_threads = 1 if n_threads is None else n_threads
@@ -206,6 +209,10 @@ class UEMObjective:
         z = net.module_(x)
         return x, rows, z, [len(b) for b in batch]
 
+    @property
+    def _two_views(self):
+        return self.instance_negatives == "views" and self.stage == 1
+
     @torch.no_grad()
     def _update_banks(self, z_parts, batch):
         m = self.bank_momentum
@@ -217,9 +224,18 @@ class UEMObjective:
     def losses(self, net, batch):
         x, rows, z, sizes = self._forward(net, batch)
         z_parts = list(torch.split(z, sizes))
-        out = self._stage1_losses(z_parts, batch) if self.stage == 1 else \
-            self._stage2_losses(net, x, z, z_parts, batch, sizes)
-        self._pending_bank_update = ([z_d.detach() for z_d in z_parts], batch)
+        if self._two_views:
+            _, _, z2, _ = self._forward(net, batch)
+            views = list(torch.split(z2, sizes))
+            out = self._stage1_losses(z_parts, batch, views)
+            # the bank entry of an image: the mean direction of its two views
+            bank_parts = [F.normalize(a.detach() + b.detach(), dim=1)
+                          for a, b in zip(z_parts, views)]
+        else:
+            out = self._stage1_losses(z_parts, batch) if self.stage == 1 else \
+                self._stage2_losses(net, x, z, z_parts, batch, sizes)
+            bank_parts = [z_d.detach() for z_d in z_parts]
+        self._pending_bank_update = (bank_parts, batch)
         return out
 
     def after_backward(self, net=None):
@@ -227,17 +243,24 @@ class UEMObjective:
         self._update_banks(*self._pending_bank_update)
         self._pending_bank_update = None
 
-    def _stage1_losses(self, z_parts, batch):
+    def _stage1_losses(self, z_parts, batch, views=None):
+        """IDSE losses; ``views`` holds the second augmented view with two-view NCE."""
         ince, pnce, sel = [], [], []
         for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
             local = self.local_index[rows].to(z_d.device)
-            ince.append(instance_nce(z_d, self.banks[d], local, self.tau,
-                                     negatives=self.instance_negatives))
+            if views is not None:
+                ince.append(two_view_nce(z_d, views[d], self.view_tau))
+            else:
+                ince.append(instance_nce(z_d, self.banks[d], local, self.tau,
+                                         negatives=self.instance_negatives))
             if self.prototypes is not None and self.alpha > 1e-2:
                 assign = self.assignment[rows.to(self.assignment.device)]
-                pnce.append(prototype_nce(z_d, self.prototypes[d], assign, self.tau))
+                both = [z_d] if views is None else [z_d, views[d]]
+                pnce.extend(prototype_nce(v, self.prototypes[d], assign, self.tau) / len(both)
+                            for v in both)
                 if self.semantic_enhanced:
-                    sel.append(semantic_enhanced_loss(z_d, self.prototypes[d], self.tau))
+                    sel.extend(semantic_enhanced_loss(v, self.prototypes[d], self.tau) / len(both)
+                               for v in both)
         out = {"loss_ince": torch.stack(ince).sum()}
         total = out["loss_ince"]
         if pnce:

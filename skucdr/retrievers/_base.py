@@ -157,10 +157,12 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         step = self._inference_batch_size()
         with torch.no_grad():
             for start in range(0, X_flat.shape[0], step):
-                xb = torch.from_numpy(X_flat[start : start + step]).to(device)
+                # torch.as_tensor copies read-only batches (no warning, no aliasing)
+                xb = torch.as_tensor(np.array(X_flat[start : start + step], copy=not
+                                              X_flat.flags.writeable)).to(device)
                 if self.image_shape_ is not None:
                     xb = xb.view(-1, *self.image_shape_)
-                cb = torch.from_numpy(codes[start : start + step]).to(device)
+                cb = torch.as_tensor(np.asarray(codes[start : start + step])).to(device)
                 z = self._embed_batch(xb, cb)
                 out[start : start + step] = torch.nn.functional.normalize(z, dim=1).cpu().numpy()
         return out
