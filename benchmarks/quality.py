@@ -89,17 +89,20 @@ METHODS = {
     "uem": (_uem(), SETTINGS),
     "uem_no_merge": (_uem(merge_prototypes=False), ("open_set",)),
     "uem_no_sel": (_uem(semantic_enhanced=False), ("open_set",)),
+    "uem_no_alignment": (_uem(alignment=None), ("open_set",)),
     "uem_dann": (_uem(alignment="dann"), ("open_set",)),
+    "uem_sn2m": (_uem(matching="sn2m"), ("open_set",)),
     "uem_nn": (_uem(matching="nn"), ("open_set",)),
+    "uem_bank_negatives": (_uem(instance_negatives="bank"), ("closed",)),
     "uem_batch_negatives": (_uem(instance_negatives="batch"), ("closed",)),
-    "uem_bank_momentum_0.99": (_uem(bank_momentum=0.99), ("closed",)),
+    "uem_bank_momentum_0.99": (_uem(instance_negatives="bank", bank_momentum=0.99), ("closed",)),
     "tpsnet": (_tpsnet(), SETTINGS),
     "tpsnet_no_text": (_tpsnet(text_prior=False), ("closed",)),
     "tpsnet_no_phase": (_tpsnet(phase_prior=False), ("closed",)),
     "tpsnet_phase_concat": (_tpsnet(fusion="concat"), ("closed",)),
     "phase_concat_uem": (_phase_pipeline, ("closed",)),
 }
-ABLATIONS = {"uem_no_merge", "uem_no_sel", "uem_dann", "uem_nn"}
+ABLATIONS = {"uem_no_merge", "uem_no_sel", "uem_no_alignment", "uem_dann", "uem_sn2m", "uem_nn"}
 QUICK_METHODS = ("raw", "pca", "uem_stage1", "uem", "tpsnet")
 
 

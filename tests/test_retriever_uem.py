@@ -144,15 +144,28 @@ def test_score_is_cross_domain_map(two_domains, fitted):
 
 def test_two_view_instance_term_is_reproducible_and_distinct(two_domains, fitted):
     X, _, d = two_domains
-    kw = dict(TINY, instance_negatives="views", max_epochs=3)
+    kw = dict(TINY, max_epochs=3)
     a = UniversalCDRRetriever(**kw).fit(X, sample_domain=d)
     b = UniversalCDRRetriever(**kw).fit(X, sample_domain=d)
     np.testing.assert_array_equal(a.transform(X), b.transform(X))
-    assert not np.allclose(a.transform(X), fitted.transform(X))
-    # NT-Xent over 2 x 16 views of a domain: bounded by log(31) at random directions
+    bank = UniversalCDRRetriever(**kw, instance_negatives="bank").fit(X, sample_domain=d)
+    assert not np.allclose(a.transform(X), bank.transform(X))
+    # NT-Xent over 2 x 16 views of a domain: about log(31) at random directions
     first = a.history_[0]["loss_ince"]
     assert np.isfinite(first) and first / 2 < np.log(2 * 16 - 1) + 0.5
-    assert {"loss_dal", "loss_sn2m"} <= set(a.history_[-1])
+    assert {"loss_dal", "loss_spr"} <= set(a.history_[-1])
+    assert "loss_sn2m" not in a.history_[-1]
+
+
+@pytest.mark.parametrize("matching", ["sn2m", "nn"])
+def test_stage2_matching_and_kept_instance_term(two_domains, matching):
+    X, _, d = two_domains
+    r = UniversalCDRRetriever(**dict(TINY, max_epochs=3), matching=matching,
+                              stage2_instance=True).fit(X, sample_domain=d)
+    last = r.history_[-1]
+    assert last["stage"] == 2
+    assert {"loss_dal", "loss_spr", "loss_sn2m", "loss_ince"} <= set(last)
+    assert 0 <= last["stat_convincing_rate"] <= 1
 
 
 def test_read_only_input_transforms_without_warning(two_domains, fitted):

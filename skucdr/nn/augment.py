@@ -35,14 +35,24 @@ class ImageAugment:
         Largest translation as a fraction of the image size.
     brightness, contrast, saturation : float, default=0.4
         Colour-jitter strengths (factors drawn in ``[1 - s, 1 + s]``).
-    hue : float, default=0.1
-        Hue jitter, as a rotation of the colour vector about the grey axis (fraction of a turn).
+    hue : float, default=0.5
+        Hue jitter, as a rotation of the colour vector about the grey axis (fraction of a
+        turn; 0.5 allows any hue).
     jitter_p : float, default=0.8
         Probability of applying colour jitter to an image.
-    grayscale_p : float, default=0.2
+    grayscale_p : float, default=0.5
         Probability of turning an image grey.
-    invert_p : float, default=0.0
+    invert_p : float, default=0.5
         Probability of inverting an image's intensities.
+
+    Notes
+    -----
+    The colour defaults are stronger than SimCLR's (hue 0.1, grey-scale 0.2, no
+    inversion): across domains, colour, background and polarity (dark-on-light versus
+    light-on-dark) are what differs, and instance discrimination otherwise learns to
+    separate images by them. Measured on MNIST<->MNIST-M with UEM's two-view stage 1
+    (20 epochs): cross-domain mAP@All 0.54 with these defaults; TPSNet's warm-up rose
+    from 0.27 to 0.42 with them.
     """
 
     scale: tuple = (0.75, 1.1)
@@ -51,10 +61,10 @@ class ImageAugment:
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
-    hue: float = 0.1
+    hue: float = 0.5
     jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    invert_p: float = 0.0
+    grayscale_p: float = 0.5
+    invert_p: float = 0.5
 
     def geometric(self, x, gen):
         n, device = x.shape[0], x.device

@@ -88,6 +88,7 @@ class UEMObjective:
         n_threads=None,
         sn2m_instance_negatives=True,
         view_tau=0.2,
+        stage2_instance=False,
     ):
         self.X = X
         self.codes = np.asarray(codes)
@@ -109,6 +110,7 @@ class UEMObjective:
         self.elbow_every = elbow_every
         self.sn2m_instance_negatives = sn2m_instance_negatives
         self.view_tau = view_tau
+        self.stage2_instance = stage2_instance
         # faiss's OpenMP threads and torch's fight badly in one process (k-means ran 10-30x
         # slower with 2 threads after a torch backward pass on 2 cores): cluster on one.
         self.n_threads = 1 if n_threads is None else n_threads
@@ -209,10 +211,6 @@ class UEMObjective:
         z = net.module_(x)
         return x, rows, z, [len(b) for b in batch]
 
-    @property
-    def _two_views(self):
-        return self.instance_negatives == "views" and self.stage == 1
-
     @torch.no_grad()
     def _update_banks(self, z_parts, batch):
         m = self.bank_momentum
@@ -221,19 +219,36 @@ class UEMObjective:
             mixed = m * self.banks[d][local] + (1 - m) * z_d.detach()
             self.banks[d][local] = F.normalize(mixed, dim=1)
 
+    def _instance_term(self, z_parts, batch, views=None):
+        """Eq. 6 (bank or batch negatives) or, with ``views``, the two-view NT-Xent."""
+        ince = []
+        for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
+            if views is not None:
+                ince.append(two_view_nce(z_d, views[d], self.view_tau))
+            else:
+                local = self.local_index[rows].to(z_d.device)
+                ince.append(instance_nce(z_d, self.banks[d], local, self.tau,
+                                         negatives=self.instance_negatives))
+        return torch.stack(ince).sum()
+
     def losses(self, net, batch):
         x, rows, z, sizes = self._forward(net, batch)
         z_parts = list(torch.split(z, sizes))
-        if self._two_views:
+        views = None
+        if self.instance_negatives == "views" and (self.stage == 1 or self.stage2_instance):
             _, _, z2, _ = self._forward(net, batch)
             views = list(torch.split(z2, sizes))
+        if self.stage == 1:
             out = self._stage1_losses(z_parts, batch, views)
-            # the bank entry of an image: the mean direction of its two views
+        else:
+            out = self._stage2_losses(net, x, z, z_parts, batch, sizes)
+            if self.stage2_instance and "loss_ince" not in out:
+                out["loss_ince"] = self._instance_term(z_parts, batch, views)
+                out["loss"] = out["loss"] + out["loss_ince"]
+        if views is not None:  # the bank entry of an image: the mean of its two views
             bank_parts = [F.normalize(a.detach() + b.detach(), dim=1)
                           for a, b in zip(z_parts, views)]
         else:
-            out = self._stage1_losses(z_parts, batch) if self.stage == 1 else \
-                self._stage2_losses(net, x, z, z_parts, batch, sizes)
             bank_parts = [z_d.detach() for z_d in z_parts]
         self._pending_bank_update = (bank_parts, batch)
         return out
@@ -245,14 +260,8 @@ class UEMObjective:
 
     def _stage1_losses(self, z_parts, batch, views=None):
         """IDSE losses; ``views`` holds the second augmented view with two-view NCE."""
-        ince, pnce, sel = [], [], []
+        pnce, sel = [], []
         for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
-            local = self.local_index[rows].to(z_d.device)
-            if views is not None:
-                ince.append(two_view_nce(z_d, views[d], self.view_tau))
-            else:
-                ince.append(instance_nce(z_d, self.banks[d], local, self.tau,
-                                         negatives=self.instance_negatives))
             if self.prototypes is not None and self.alpha > 1e-2:
                 assign = self.assignment[rows.to(self.assignment.device)]
                 both = [z_d] if views is None else [z_d, views[d]]
@@ -261,7 +270,7 @@ class UEMObjective:
                 if self.semantic_enhanced:
                     sel.extend(semantic_enhanced_loss(v, self.prototypes[d], self.tau) / len(both)
                                for v in both)
-        out = {"loss_ince": torch.stack(ince).sum()}
+        out = {"loss_ince": self._instance_term(z_parts, batch, views)}
         total = out["loss_ince"]
         if pnce:
             out["loss_pnce"] = torch.stack(pnce).sum()
