@@ -178,3 +178,15 @@ def test_read_only_input_transforms_without_warning(two_domains, fitted):
         warnings.simplefilter("error")
         np.testing.assert_array_equal(fitted.transform(frozen, sample_domain=d),
                                       fitted.transform(X, sample_domain=d))
+
+
+def test_verbose_prints_one_named_line_per_epoch(two_domains, capsys):
+    X, _, d = two_domains
+    UniversalCDRRetriever(**dict(TINY, max_epochs=3), verbose=1).fit(X, sample_domain=d)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "epoch" in ln]
+    assert len(lines) == 3
+    assert "epoch   1/3  stage 1" in lines[0] and "loss_ince" in lines[0]
+    assert "stage 2" in lines[-1] and "loss_dal" in lines[-1]
+    silent_out = capsys.readouterr()
+    UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
+    assert capsys.readouterr().out == silent_out.out == ""

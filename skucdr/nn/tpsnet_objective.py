@@ -35,6 +35,7 @@ from .tpsnet_modules import (
 )
 from .training import DomainBalancedBatches
 from .uem_losses import instance_nce, two_view_nce
+from .uem_objective import UEMObjective
 
 __all__ = ["TPSNetModule", "TPSNetObjective", "align_domain_clusters", "two_view_nce"]
 
@@ -278,6 +279,17 @@ class TPSNetObjective:
         self.n_classes = None
         self.prototypes = None  # (n_domains, C, n_components)
         self._pending = None
+        self.idse = None
+        if warmup == "idse":  # UEM's stage 1 on the stage-1 image features
+            self.idse = UEMObjective(
+                X, codes, batch_size=batch_size, generator=generator, augment=augment,
+                tau=self.BANK_TAU, bank_momentum=self.BANK_MOMENTUM,
+                instance_negatives="views", view_tau=self.TWO_VIEW_TAU,
+                stage1_epochs=warmup_epochs, n_prototypes=n_prototypes,
+                max_prototypes=max_prototypes, merge_prototypes=True, semantic_enhanced=True,
+                alignment=None, matching=None, seed=seed,
+                embed=lambda module, x: module.image_features(x),
+            )
 
     # -------------------------------------------------------------- epoch state
     def batches(self):
@@ -299,7 +311,9 @@ class TPSNetObjective:
         module = net.module_
         if epoch < self.warmup_epochs:
             self.phase = "warmup"
-            if self.banks is None and self.warmup == "bank":
+            if self.idse is not None:
+                self.idse.on_epoch_begin(net, epoch)
+            elif self.banks is None and self.warmup == "bank":
                 # Eq. 5 of UEM: the banks start from the initial network's features
                 feats = self._embed_all(net, lambda x, c: module.image_features(x))
                 self.banks = [feats[torch.from_numpy(self.codes == d)].clone()
@@ -308,6 +322,7 @@ class TPSNetObjective:
             if self.phase != "dpg":
                 self.phase = "dpg"
                 self.banks = None
+                self._release_idse()
                 self._cluster(net)
             elif self.text_prior:
                 self._repair_by_text(net)
@@ -319,11 +334,17 @@ class TPSNetObjective:
                     self._repair_by_text(net)
                 self.phase = "tpdp"
                 self.banks = None
+                self._release_idse()
                 self.features = None
                 self._start_stage2(net)
         net.history.record("stage", 1 if self.phase in ("warmup", "dpg") else 2)
         if self.n_classes is not None:
             net.history.record("n_classes", self.n_classes)
+
+    def _release_idse(self):
+        if self.idse is not None:
+            self.idse.release()
+            self.idse = None
 
     def _cluster(self, net):
         """DPG pseudo-labels: per-domain spherical k-means, ids aligned across domains."""
@@ -380,6 +401,8 @@ class TPSNetObjective:
     def losses(self, net, batch):
         rows = torch.cat(batch)
         if self.phase == "warmup":
+            if self.idse is not None:
+                return self.idse.losses(net, batch)
             return self._warmup_losses(net, rows, batch)
         if self.phase == "dpg":
             return self._prompt_losses(net, rows)
@@ -387,6 +410,9 @@ class TPSNetObjective:
 
     def after_backward(self, net=None):
         """Memory-bank (warm-up) or prototype (TPDP) momentum updates, after autograd."""
+        if self.phase == "warmup" and self.idse is not None:
+            self.idse.after_backward(net)
+            return
         if self._pending is None:
             return
         kind, payload = self._pending
@@ -472,3 +498,4 @@ class TPSNetObjective:
         self.prototypes = None
         self.generator = None
         self._pending = None
+        self._release_idse()

@@ -180,6 +180,28 @@ class EpochLosses(Callback):
             net.history.record(name, float(np.mean(values)))
 
 
+class EpochLog(Callback):
+    """Print one line per epoch: its losses, statistics and duration.
+
+    Replaces skorch's tabular ``PrintLog``, whose columns are fixed by the first epoch
+    and misalign when a loss starts in a later stage (UEM's ``loss_pnce``, TPSNet's
+    stage-2 losses).
+    """
+
+    def __init__(self, sink=print):
+        self.sink = sink
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        parts = [f"epoch {row['epoch']:>3}/{net.max_epochs}"]
+        if "stage" in row:
+            parts.append(f"stage {row['stage']}")
+        parts += [f"{k} {row[k]:.4f}" for k in sorted(row)
+                  if k.startswith(("loss_", "stat_")) and isinstance(row[k], float)]
+        parts.append(f"{row['dur']:.1f}s")
+        self.sink("  ".join(parts))
+
+
 class ObjectiveEpochHook(Callback):
     """Let the objective refresh its state (banks, prototypes, stage) each epoch."""
 
@@ -223,6 +245,7 @@ def train_objective(
     if verbose:
         n_steps = len(objective.batches())
         callbacks.append(("progress", ProgressBar(batches_per_epoch=n_steps)))
+        callbacks.append(("epoch_log", EpochLog()))
     net = MultiDomainNet(
         module,
         objective=objective,
@@ -234,6 +257,7 @@ def train_objective(
         callbacks=callbacks,
         verbose=int(verbose),
         batch_size=1,
+        callbacks__print_log=None,  # EpochLog prints instead
     )
     net.fit(np.arange(n_samples), None)
     return net

@@ -62,7 +62,9 @@ class UEMObjective:
 
     Parameters mirror :class:`skucdr.UniversalCDRRetriever`; ``X`` is the training data
     as a CPU tensor (images already shaped ``(n, C, H, W)``), ``codes`` the domain code
-    of every row.
+    of every row; ``embed(module, x)`` gives the L2-normalised features the objective
+    trains (default: ``module(x)``; TextPhaseRetriever's IDSE warm-up passes its
+    stage-1 image features).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class UEMObjective:
         sn2m_instance_negatives=True,
         view_tau=0.2,
         stage2_instance=False,
+        embed=None,
     ):
         self.X = X
         self.codes = np.asarray(codes)
@@ -111,6 +114,8 @@ class UEMObjective:
         self.sn2m_instance_negatives = sn2m_instance_negatives
         self.view_tau = view_tau
         self.stage2_instance = stage2_instance
+        # features trained by the objective: the module's forward unless told otherwise
+        self.embed = embed if embed is not None else (lambda module, x: module(x))
         # faiss's OpenMP threads and torch's fight badly in one process (k-means ran 10-30x
         # slower with 2 threads after a torch backward pass on 2 cores): cluster on one.
         self.n_threads = 1 if n_threads is None else n_threads
@@ -139,7 +144,7 @@ class UEMObjective:
         module.eval()
         out = []
         for start in range(0, len(self.X), 512):
-            out.append(module(self.X[start : start + 512].to(net.device)))
+            out.append(self.embed(module, self.X[start : start + 512].to(net.device)))
         module.train(was_training)
         return torch.cat(out)
 
@@ -208,7 +213,7 @@ class UEMObjective:
     def _forward(self, net, batch):
         rows = torch.cat(batch)
         x = self.augment(self.X[rows].to(net.device), self.generator)
-        z = net.module_(x)
+        z = self.embed(net.module_, x)
         return x, rows, z, [len(b) for b in batch]
 
     @torch.no_grad()

@@ -291,7 +291,7 @@ class TextPhaseRetriever(BaseRetriever):
         "prototype_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
         "logit_scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "text_anchors": [StrOptions({"shared", "domain"})],
-        "warmup": [StrOptions({"two_view", "bank"})],
+        "warmup": [StrOptions({"two_view", "bank", "idse"})],
         "prompt_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "prompt_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
     }
