@@ -203,3 +203,16 @@ def test_two_view_nce_matches_its_formula():
     assert float(two_view_nce(v, v, tau)) == pytest.approx(expected, rel=1e-6)
     swapped = two_view_nce(v, v[[1, 2, 0]], tau)  # wrong positives: a larger loss
     assert float(swapped) > expected
+
+
+def test_idse_warmup_trains_uem_stage1_on_the_image_features(two_domains):
+    X, _, d = two_domains
+    kw = {**TINY, "max_epochs": 8, "prompt_epochs": 1, "warmup": "idse"}
+    r = TextPhaseRetriever(**kw).fit(X, sample_domain=d)
+    warm = [e for e in r.history_ if "loss_ince" in e]
+    assert len(warm) == 3  # 8 epochs: stage 1 = 4, one of them prompts
+    assert any("loss_pnce" in e and "loss_sel" in e for e in warm)  # the alpha ramp
+    assert {"loss_i2t", "loss_t2i"} <= set(r.history_[3])
+    again = TextPhaseRetriever(**kw).fit(X, sample_domain=d)
+    np.testing.assert_array_equal(r.transform(X, sample_domain=d),
+                                  again.transform(X, sample_domain=d))
