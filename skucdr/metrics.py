@@ -278,6 +278,29 @@ def _query_stats(Q, q_labels, G, g_labels, *, top=None, interpolated=(), ks=()):
     return stats
 
 
+def _leave_one_out_map(emb, labels):
+    """Query-averaged mAP@All of every row against all the *other* rows of one set.
+
+    Each row is a query; its gallery is every other row (its own row is ranked last and
+    never relevant). Rows alone in their class have no relevant item and are skipped;
+    NaN when no row has one.
+    """
+    Z = _l2_normalize(np.asarray(emb))
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    n_relevant = np.bincount(codes)[codes] - 1
+    ap = np.full(len(Z), np.nan)
+    step = max(1, _CHUNK_ELEMENTS // max(1, len(Z)))
+    for start in range(0, len(Z), step):
+        rows = np.arange(start, min(start + step, len(Z)))
+        sim = Z[rows] @ Z.T
+        sim[np.arange(len(rows)), rows] = -np.inf
+        order = _ranked_indices(sim, len(Z))
+        relevant = (codes[order] == codes[rows, None]) & (order != rows[:, None])
+        ok = n_relevant[rows] > 0
+        ap[rows[ok]] = _average_precision(relevant[ok], n_relevant[rows[ok]], False)
+    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
+
+
 def _mean_ap(stats, interpolated, average):
     ap = stats.ap[interpolated]
     if ap.size == 0:

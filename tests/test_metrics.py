@@ -590,3 +590,19 @@ def test_scorer_with_pipelines(shifted):
         assert make_map_scorer()(pipe, X, y, sample_domain=d) == pytest.approx(
             cross_domain_map(pipe.transform(X), y, d), abs=1e-12
         )
+
+
+def test_leave_one_out_map_matches_a_per_row_loop():
+    from skucdr.metrics import _leave_one_out_map
+
+    rng = np.random.RandomState(3)
+    Z = rng.randn(70, 5).astype(np.float32)
+    y = rng.randint(0, 4, 70)
+    y[0] = 9  # alone in its class: skipped
+    Z[5] = Z[6]  # a tie
+    expected = []
+    for r in range(70):
+        others = np.delete(np.arange(70), r)
+        if (y[others] == y[r]).any():
+            expected.append(mean_average_precision(Z[[r]], y[[r]], Z[others], y[others]))
+    assert _leave_one_out_map(Z, y) == pytest.approx(np.mean(expected), abs=1e-6)

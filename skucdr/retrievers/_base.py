@@ -388,7 +388,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             ordered domain pairs. With one domain only, each row queries the others of
             the same domain.
         """
-        from ..metrics import cross_domain_map, mean_average_precision
+        from ..metrics import cross_domain_map
 
         Z = self.transform(X, sample_domain=sample_domain)
         if isinstance(Z, dict):
@@ -397,7 +397,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             Z, sample_domain = pack_domains(Z)
         y = np.asarray(y)
         if sample_domain is None or len(np.unique(sample_domain)) < 2:
-            return _within_domain_map(Z, y, mean_average_precision)
+            return _within_domain_map(Z, y)
         return cross_domain_map(Z, y, np.asarray(sample_domain))
 
     # ------------------------------------------------------------------- sklearn
@@ -429,16 +429,11 @@ def _drop_self(dist, found, q_rows, n_neighbors):
             found[keep].reshape(len(q_rows), n_neighbors))
 
 
-def _within_domain_map(Z, y, mean_average_precision):
+def _within_domain_map(Z, y):
     """Leave-one-out mAP inside one domain (used when only one domain is given)."""
+    from ..metrics import _leave_one_out_map
+
     if len(Z) < 2:
         warnings.warn("score needs at least two rows; returning nan.", stacklevel=3)
         return float("nan")
-    n = len(Z)
-    scores = []
-    for i in range(0, n, 512):
-        rows = np.arange(i, min(n, i + 512))
-        for r in rows:
-            others = np.delete(np.arange(n), r)
-            scores.append(mean_average_precision(Z[[r]], y[[r]], Z[others], y[others]))
-    return float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
+    return _leave_one_out_map(Z, y)
