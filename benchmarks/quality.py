@@ -11,8 +11,10 @@ epoch is reported. For every pair, both directions, in three settings:
   ``detect_private`` against "the query's class is absent from the gallery").
 
 Baselines in the same run: cosine on raw pixels, PCA (64 components, fitted on both
-domains), UEM stage 1 only, and UEM's ablations (paper's Table 4) on the open-set
-MNIST<->optdigits setting.
+domains), UEM stage 1 only, and UEM's ablations (paper's Table 4, plus the components
+that are off by default here) on the open-set MNIST<->optdigits setting: no merging, no
+SEL, no alignment, DANN without the semantic-preserving regulariser, SN2M matching on,
+UCDIR-style NN matching on; closed-set rows for Eq. 6's memory-bank instance term.
 
 Results are appended to a JSON file after every run, so an interrupted benchmark resumes
 where it stopped; a markdown table is written next to it.
