@@ -216,3 +216,8 @@ def test_idse_warmup_trains_uem_stage1_on_the_image_features(two_domains):
     again = TextPhaseRetriever(**kw).fit(X, sample_domain=d)
     np.testing.assert_array_equal(r.transform(X, sample_domain=d),
                                   again.transform(X, sample_domain=d))
+    buffer = io.BytesIO()
+    joblib.dump(r, buffer)
+    buffer.seek(0)
+    np.testing.assert_array_equal(joblib.load(buffer).transform(X, sample_domain=d),
+                                  r.transform(X, sample_domain=d))

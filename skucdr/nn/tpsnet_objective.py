@@ -40,6 +40,11 @@ from .uem_objective import UEMObjective
 __all__ = ["TPSNetModule", "TPSNetObjective", "align_domain_clusters", "two_view_nce"]
 
 
+def _image_features(module, x):
+    """Stage-1 image features of a :class:`TPSNetModule` (the IDSE warm-up trains them)."""
+    return module.image_features(x)
+
+
 class TPSNetModule(nn.Module):
     """The trainable parts of TPSNet in one module (one optimizer, one device move).
 
@@ -288,7 +293,7 @@ class TPSNetObjective:
                 stage1_epochs=warmup_epochs, n_prototypes=n_prototypes,
                 max_prototypes=max_prototypes, merge_prototypes=True, semantic_enhanced=True,
                 alignment=None, matching=None, seed=seed,
-                embed=lambda module, x: module.image_features(x),
+                embed=_image_features,
             )
 
     # -------------------------------------------------------------- epoch state

@@ -28,6 +28,11 @@ from .uem_losses import (
 __all__ = ["UEMModule", "UEMObjective"]
 
 
+def _module_forward(module, x):
+    """The default features of :class:`UEMObjective`: the module's own forward."""
+    return module(x)
+
+
 class UEMModule(nn.Module):
     """The trainable parts of UEM: the embedding network and the domain classifier.
 
@@ -115,7 +120,7 @@ class UEMObjective:
         self.view_tau = view_tau
         self.stage2_instance = stage2_instance
         # features trained by the objective: the module's forward unless told otherwise
-        self.embed = embed if embed is not None else (lambda module, x: module(x))
+        self.embed = embed if embed is not None else _module_forward
         # faiss's OpenMP threads and torch's fight badly in one process (k-means ran 10-30x
         # slower with 2 threads after a torch backward pass on 2 cores): cluster on one.
         self.n_threads = 1 if n_threads is None else n_threads
