@@ -33,7 +33,7 @@ from .tpsnet_modules import (
     TextQueryCrossAttention,
     TokenProjector,
 )
-from .training import DomainBalancedBatches
+from .training import DomainBalancedBatches, local_row_index
 from .uem_losses import instance_nce, two_view_nce
 from .uem_objective import UEMObjective
 
@@ -272,11 +272,7 @@ class TPSNetObjective:
         self.text_anchors = text_anchors
         self.warmup = warmup
         self.seed = seed
-        local = np.zeros(len(self.codes), dtype=np.int64)
-        for d in range(self.n_domains):
-            rows = self.codes == d
-            local[rows] = np.arange(rows.sum())
-        self.local_index = torch.from_numpy(local)
+        self.local_index = local_row_index(self.codes, self.n_domains)
         self.phase = None
         self.banks = None
         self.features = None  # frozen stage-1 image features (DPG)

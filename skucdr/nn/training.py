@@ -95,6 +95,27 @@ class DomainBalancedBatches:
             yield batch
 
 
+def local_row_index(codes, n_domains):
+    """Position of every row among the rows of its own domain (its memory-bank row).
+
+    Parameters
+    ----------
+    codes : ndarray of shape (n,)
+        Domain code of every row, in ``range(n_domains)``.
+    n_domains : int
+        Number of domains.
+
+    Returns
+    -------
+    index : LongTensor of shape (n,)
+    """
+    local = np.zeros(len(codes), dtype=np.int64)
+    for d in range(n_domains):
+        rows = codes == d
+        local[rows] = np.arange(rows.sum())
+    return torch.from_numpy(local)
+
+
 class Objective:
     """Interface of a method's training objective (documentation only).
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .training import DomainBalancedBatches
+from .training import DomainBalancedBatches, local_row_index
 from .uem_losses import (
     GradientReversal,
     domain_adversarial_loss,
@@ -126,11 +126,7 @@ class UEMObjective:
         self.n_threads = 1 if n_threads is None else n_threads
         self._k_cache = None
         self._refreshes = 0
-        local = np.zeros(len(self.codes), dtype=np.int64)
-        for d in range(self.n_domains):
-            rows = self.codes == d
-            local[rows] = np.arange(rows.sum())
-        self.local_index = torch.from_numpy(local)
+        self.local_index = local_row_index(self.codes, self.n_domains)
         self.banks = None
         self.prototypes = None  # list (per domain) of (C~, D) tensors, shared rows
         self.assignment = None  # LongTensor (n,) of shared prototype ids
