@@ -44,6 +44,14 @@ class ImageAugment:
         Probability of turning an image grey.
     invert_p : float, default=0.5
         Probability of inverting an image's intensities.
+    blur_p : float, default=0.0
+        Probability of a Gaussian blur (SimCLR's augmentation; makes the encoder
+        tolerant of resolution and sharpness, e.g. low-resolution scans versus photos).
+        Off by default: measured with UEM's stage 1 (16 epochs, seed 0), ``blur_p=0.5``
+        gave cross-domain mAP@All 0.40 / 0.45 on MNIST<->MNIST-M (0.51 / 0.50 without)
+        and 0.63 / 0.62 on MNIST<->optdigits (0.64 / 0.64 without).
+    blur_sigma : tuple of float, default=(0.1, 2.0)
+        Range of the blur's standard deviation, in pixels of the input.
 
     Notes
     -----
@@ -65,6 +73,8 @@ class ImageAugment:
     jitter_p: float = 0.8
     grayscale_p: float = 0.5
     invert_p: float = 0.5
+    blur_p: float = 0.0
+    blur_sigma: tuple = (0.1, 2.0)
 
     def geometric(self, x, gen):
         n, device = x.shape[0], x.device
@@ -102,9 +112,30 @@ class ImageAugment:
             x = inv * (1 - x) + (1 - inv) * x
         return x
 
+    def blur(self, x, gen):
+        """Separable Gaussian blur with a per-image sigma, applied with probability ``blur_p``."""
+        if self.blur_p <= 0:
+            return x
+        n, c, h, w = x.shape
+        sigma = _uniform(gen, n, *self.blur_sigma, x.device)
+        apply = _uniform(gen, n, 0, 1, x.device) < self.blur_p
+        radius = max(1, min(int(math.ceil(2 * self.blur_sigma[1])), (min(h, w) - 1) // 2))
+        offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+        kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None].to(x.dtype) ** 2))
+        kernel = kernel / kernel.sum(dim=1, keepdim=True)
+        kernel = kernel.repeat_interleave(c, dim=0)  # one kernel per (image, channel)
+        flat = x.reshape(1, n * c, h, w)
+        flat = F.pad(flat, (radius, radius, 0, 0), mode="reflect")
+        flat = F.conv2d(flat, kernel.view(n * c, 1, 1, -1), groups=n * c)
+        flat = F.pad(flat, (0, 0, radius, radius), mode="reflect")
+        flat = F.conv2d(flat, kernel.view(n * c, 1, -1, 1), groups=n * c)
+        blurred = flat.view(n, c, h, w)
+        mask = apply.view(n, 1, 1, 1).to(x.dtype)
+        return mask * blurred + (1 - mask) * x
+
     def __call__(self, x, gen):
         """Augment a batch of images with values in ``[0, 1]``."""
-        return self.photometric(self.geometric(x, gen), gen)
+        return self.photometric(self.blur(self.geometric(x, gen), gen), gen)
 
 
 def _luma(x):

@@ -33,7 +33,7 @@ from .tpsnet_modules import (
     TextQueryCrossAttention,
     TokenProjector,
 )
-from .training import DomainBalancedBatches, local_row_index
+from .training import RowObjective
 from .uem_losses import instance_nce, two_view_nce
 from .uem_objective import UEMObjective
 
@@ -217,7 +217,7 @@ def align_domain_clusters(centers, means):
     return maps, len(reference)
 
 
-class TPSNetObjective:
+class TPSNetObjective(RowObjective):
     """Warm-up, DPG and TPDP losses with memory banks, pseudo-labels and prototypes.
 
     Parameters mirror :class:`skucdr.TextPhaseRetriever`; ``X`` is the training data as
@@ -251,12 +251,7 @@ class TPSNetObjective:
         warmup,
         seed,
     ):
-        self.X = X
-        self.codes = np.asarray(codes)
-        self.codes_t = torch.from_numpy(self.codes)
-        self.n_domains = int(self.codes.max()) + 1
-        self.batch_size = batch_size
-        self.generator = generator
+        self._init_rows(X, codes, batch_size, generator)
         self.augment = augment
         self.warmup_epochs = warmup_epochs
         self.stage1_epochs = stage1_epochs
@@ -272,7 +267,6 @@ class TPSNetObjective:
         self.text_anchors = text_anchors
         self.warmup = warmup
         self.seed = seed
-        self.local_index = local_row_index(self.codes, self.n_domains)
         self.phase = None
         self.banks = None
         self.features = None  # frozen stage-1 image features (DPG)
@@ -293,21 +287,6 @@ class TPSNetObjective:
             )
 
     # -------------------------------------------------------------- epoch state
-    def batches(self):
-        return DomainBalancedBatches(self.codes, self.batch_size, self.generator)
-
-    @torch.no_grad()
-    def _embed_all(self, net, fn):
-        module = net.module_
-        was_training = module.training
-        module.eval()
-        out = []
-        for start in range(0, len(self.X), 512):
-            x = self.X[start : start + 512].to(net.device)
-            out.append(fn(x, self.codes_t[start : start + 512].to(net.device)))
-        module.train(was_training)
-        return torch.cat(out)
-
     def on_epoch_begin(self, net, epoch):
         module = net.module_
         if epoch < self.warmup_epochs:
@@ -316,7 +295,7 @@ class TPSNetObjective:
                 self.idse.on_epoch_begin(net, epoch)
             elif self.banks is None and self.warmup == "bank":
                 # Eq. 5 of UEM: the banks start from the initial network's features
-                feats = self._embed_all(net, lambda x, c: module.image_features(x))
+                feats = self.embed_rows(net, lambda x, c: module.image_features(x))
                 self.banks = [feats[torch.from_numpy(self.codes == d)].clone()
                               for d in range(self.n_domains)]
         elif epoch < self.stage1_epochs:
@@ -350,7 +329,7 @@ class TPSNetObjective:
     def _cluster(self, net):
         """DPG pseudo-labels: per-domain spherical k-means, ids aligned across domains."""
         module = net.module_
-        self.features = self._embed_all(net, lambda x, c: module.image_features(x))
+        self.features = self.embed_rows(net, lambda x, c: module.image_features(x))
         feats = self.features.cpu().numpy()
         centers, means, labels = [], [], []
         for d in range(self.n_domains):
@@ -391,7 +370,7 @@ class TPSNetObjective:
             module.class_text = module.prompt_features(self.n_classes).detach()
             module.prompts.requires_grad_(False)
         module.image_head.requires_grad_(False)
-        z = self._embed_all(net, module.embed)
+        z = self.embed_rows(net, module.embed)
         C, dim = self.n_classes, z.shape[1]
         protos = torch.zeros(self.n_domains, C, dim, device=z.device)
         index = self.codes_t.to(z.device) * C + self.labels
@@ -492,11 +471,10 @@ class TPSNetObjective:
 
     def release(self):
         """Drop the training data and per-row state (not needed after fit)."""
-        self.X = None
+        self._release_rows()
         self.banks = None
         self.features = None
         self.labels = None
         self.prototypes = None
-        self.generator = None
         self._pending = None
         self._release_idse()

@@ -134,6 +134,56 @@ class Objective:
     """
 
 
+class RowObjective:
+    """Shared plumbing of the objectives that keep per-row state over the training set.
+
+    Holds the training rows ``X`` (CPU tensor), their domain codes and the seeded
+    generator; gives the domain-balanced batches of an epoch and a chunked, eval-mode
+    pass over all rows. :class:`~skucdr.nn.uem_objective.UEMObjective` and
+    :class:`~skucdr.nn.tpsnet_objective.TPSNetObjective` build on it.
+    """
+
+    #: rows embedded per forward pass in :meth:`embed_rows`
+    EMBED_CHUNK = 512
+
+    def _init_rows(self, X, codes, batch_size, generator):
+        self.X = X
+        self.codes = np.asarray(codes)
+        self.codes_t = torch.from_numpy(self.codes)
+        self.n_domains = int(self.codes.max()) + 1
+        self.batch_size = batch_size
+        self.generator = generator
+        self.local_index = local_row_index(self.codes, self.n_domains)
+
+    def batches(self):
+        """Domain-balanced index batches for one epoch."""
+        return DomainBalancedBatches(self.codes, self.batch_size, self.generator)
+
+    @torch.no_grad()
+    def embed_rows(self, net, fn):
+        """``fn(x, codes)`` over all training rows in eval mode, concatenated.
+
+        The module's training flag is restored afterwards; memory holds one chunk of
+        inputs at a time.
+        """
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        out = []
+        try:
+            for start in range(0, len(self.X), self.EMBED_CHUNK):
+                stop = start + self.EMBED_CHUNK
+                x = self.X[start:stop].to(net.device)
+                out.append(fn(x, self.codes_t[start:stop].to(net.device)))
+        finally:
+            module.train(was_training)
+        return torch.cat(out)
+
+    def _release_rows(self):
+        self.X = None
+        self.generator = None
+
+
 class _NoCriterion(nn.Module):
     """Placeholder criterion: the objective computes all losses."""
 

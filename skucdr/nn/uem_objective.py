@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .training import DomainBalancedBatches, local_row_index
+from .training import RowObjective
 from .uem_losses import (
     GradientReversal,
     domain_adversarial_loss,
@@ -62,7 +62,7 @@ class UEMModule(nn.Module):
         return self.embedder(x)
 
 
-class UEMObjective:
+class UEMObjective(RowObjective):
     """IDSE (stage 1) and CDSM (stage 2) losses with memory banks and prototypes.
 
     Parameters mirror :class:`skucdr.UniversalCDRRetriever`; ``X`` is the training data
@@ -98,11 +98,7 @@ class UEMObjective:
         stage2_instance=False,
         embed=None,
     ):
-        self.X = X
-        self.codes = np.asarray(codes)
-        self.n_domains = int(self.codes.max()) + 1
-        self.batch_size = batch_size
-        self.generator = generator
+        self._init_rows(X, codes, batch_size, generator)
         self.augment = augment
         self.tau = tau
         self.bank_momentum = bank_momentum
@@ -126,7 +122,6 @@ class UEMObjective:
         self.n_threads = 1 if n_threads is None else n_threads
         self._k_cache = None
         self._refreshes = 0
-        self.local_index = local_row_index(self.codes, self.n_domains)
         self.banks = None
         self.prototypes = None  # list (per domain) of (C~, D) tensors, shared rows
         self.assignment = None  # LongTensor (n,) of shared prototype ids
@@ -135,19 +130,10 @@ class UEMObjective:
         self.stage = 1
 
     # -------------------------------------------------------------- epoch state
-    def batches(self):
-        return DomainBalancedBatches(self.codes, self.batch_size, self.generator)
-
-    @torch.no_grad()
     def _embed_all(self, net):
+        """The trained features of every row (eval mode, chunked)."""
         module = net.module_
-        was_training = module.training
-        module.eval()
-        out = []
-        for start in range(0, len(self.X), 512):
-            out.append(self.embed(module, self.X[start : start + 512].to(net.device)))
-        module.train(was_training)
-        return torch.cat(out)
+        return self.embed_rows(net, lambda x, codes: self.embed(module, x))
 
     def on_epoch_begin(self, net, epoch):
         if self.banks is None:  # Eq. 5: banks start from the initial network's features
@@ -326,9 +312,8 @@ class UEMObjective:
 
     def release(self):
         """Drop the training data, banks and frozen copy (not needed after fit)."""
-        self.X = None
+        self._release_rows()
         self.banks = None
         self.frozen = None
         self.assignment = None
         self.prototypes = None
-        self.generator = None

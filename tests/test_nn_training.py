@@ -1,0 +1,84 @@
+"""The training engine's building blocks: balanced batches, bank rows, row embedding."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skucdr.nn.training import DomainBalancedBatches, RowObjective, local_row_index
+
+
+def test_balanced_batches_cover_every_domain_each_step():
+    codes = np.array([0] * 10 + [1] * 3)
+    batches = DomainBalancedBatches(codes, batch_size=4, generator=torch.Generator().manual_seed(0))
+    steps = list(batches)
+    assert len(steps) == len(batches) == 3  # ceil(10 / 4)
+    for a_rows, b_rows in steps:
+        assert len(a_rows) == 4 and len(b_rows) == 3  # the small domain gives all it has
+        assert set(codes[a_rows.numpy()]) == {0} and set(codes[b_rows.numpy()]) == {1}
+    first_domain = torch.cat([s[0] for s in steps]).tolist()
+    # a permutation is used up before a fresh one starts: 8 distinct rows, then a new order
+    assert len(set(first_domain[:8])) == 8
+
+
+def test_balanced_batches_are_seeded():
+    codes = np.repeat([0, 1], 20)
+
+    def draw(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return [torch.cat(step).tolist() for step in DomainBalancedBatches(codes, 8, gen)]
+
+    assert draw(3) == draw(3)
+    assert draw(3) != draw(4)
+
+
+def test_local_row_index_counts_within_each_domain():
+    codes = np.array([1, 0, 1, 1, 0])
+    assert local_row_index(codes, 2).tolist() == [0, 0, 1, 2, 1]
+
+
+class _Rows(RowObjective):
+    EMBED_CHUNK = 3
+
+    def __init__(self, X, codes):
+        self._init_rows(X, codes, batch_size=2, generator=torch.Generator().manual_seed(0))
+
+
+class _Net:
+    def __init__(self, module):
+        self.module_ = module
+        self.device = torch.device("cpu")
+
+
+def test_embed_rows_chunks_in_eval_mode_and_restores_training():
+    X = torch.arange(14, dtype=torch.float32).view(7, 2)
+    codes = np.array([0, 0, 1, 1, 0, 1, 0])
+    module = nn.Sequential(nn.Linear(2, 2), nn.Dropout(p=0.9))
+    module.train()
+    seen_modes = []
+
+    def fn(x, c):
+        seen_modes.append(module.training)
+        return torch.cat([module(x), c[:, None].float()], dim=1)
+
+    out = _Rows(X, codes).embed_rows(_Net(module), fn)
+    assert module.training  # restored
+    assert seen_modes == [False, False, False]  # 7 rows in chunks of 3, all in eval mode
+    with torch.no_grad():
+        expected = module.eval()(X)
+    assert torch.allclose(out[:, :2], expected)  # no dropout: eval mode, rows in order
+    assert out[:, 2].tolist() == codes.tolist()  # every chunk got its own rows' codes
+
+
+def test_release_drops_rows():
+    rows = _Rows(torch.zeros(4, 2), np.array([0, 1, 0, 1]))
+    assert rows.n_domains == 2 and len(rows.batches()) == 1  # 2 rows per domain, batch 2
+    rows._release_rows()
+    assert rows.X is None and rows.generator is None
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_balanced_batches_epoch_length(batch_size):
+    codes = np.array([0] * 5 + [1] * 2)
+    batches = DomainBalancedBatches(codes, batch_size, torch.Generator().manual_seed(0))
+    assert len(list(batches)) == -(-5 // batch_size)
