@@ -142,7 +142,7 @@ def test_history_has_the_losses_of_every_phase(fitted):
 @pytest.mark.parametrize(
     "ablation",
     [{"text_prior": False}, {"phase_prior": False}, {"fusion": "concat"},
-     {"text_anchors": "shared"}, {"warmup": "bank"},
+     {"text_anchors": "shared"}, {"warmup": "bank"}, {"warmup": "two_view"},
      {"n_prototypes": "elbow", "max_prototypes": 4}],
 )
 def test_ablations_fit(two_domains, ablation):
@@ -207,7 +207,7 @@ def test_two_view_nce_matches_its_formula():
 
 def test_idse_warmup_trains_uem_stage1_on_the_image_features(two_domains):
     X, _, d = two_domains
-    kw = {**TINY, "max_epochs": 8, "prompt_epochs": 1, "warmup": "idse"}
+    kw = {**TINY, "max_epochs": 8, "prompt_epochs": 1, "warmup": "idse", "prompt_fraction": 0.5}
     r = TextPhaseRetriever(**kw).fit(X, sample_domain=d)
     warm = [e for e in r.history_ if "loss_ince" in e]
     assert len(warm) == 3  # 8 epochs: stage 1 = 4, one of them prompts
