@@ -1,6 +1,5 @@
 """scikit-learn's own estimator checks over every skucdr estimator (tiny configurations)."""
 
-import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skucdr import PhasePriorExtractor, PrototypeClusterer, UniversalCDRRetriever

@@ -7,11 +7,11 @@ import pytest
 
 from skucdr.datasets import (
     CategoryShift,
+    _digits,
     load_digit_domains,
     load_image_folder_domains,
     make_category_shift,
 )
-from skucdr.datasets import _digits
 
 
 @pytest.fixture(scope="module")

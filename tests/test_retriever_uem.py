@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import sklearn
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import make_pipeline
 
 from skucdr import UniversalCDRRetriever
 from skucdr.metrics import make_map_scorer

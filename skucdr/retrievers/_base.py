@@ -151,7 +151,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _embed(self, X_flat, codes):
         """Embed flat rows in batches (memory does not grow with ``n``)."""
-        module = self._model_for_inference()
+        self._model_for_inference()  # eval mode
         device = self.net_.device
         out = np.empty((X_flat.shape[0], self.n_components), dtype=np.float32)
         step = self._inference_batch_size()
