@@ -134,12 +134,13 @@ class Objective:
     """
 
 
-class RowObjective:
+class RowObjective(Objective):
     """Shared plumbing of the objectives that keep per-row state over the training set.
 
     Holds the training rows ``X`` (CPU tensor), their domain codes and the seeded
     generator; gives the domain-balanced batches of an epoch and a chunked, eval-mode
-    pass over all rows. :class:`~skucdr.nn.uem_objective.UEMObjective` and
+    pass over all rows (the :class:`Objective` interface is left to subclasses).
+    :class:`~skucdr.nn.uem_objective.UEMObjective` and
     :class:`~skucdr.nn.tpsnet_objective.TPSNetObjective` build on it.
     """
 
