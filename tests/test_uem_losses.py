@@ -127,3 +127,9 @@ def test_switchable_nn_loss_without_instance_negatives_keeps_only_prototypes_bel
     denom = torch.logsumexp(torch.cat([logits_p[0], pos_b[None]]), 0)
     expected = denom - torch.logaddexp(logits_p[0, 0], pos_b)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_instance_nce_rejects_unknown_negatives():
+    z = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    with pytest.raises(ValueError, match="negatives must be 'bank' or 'batch'"):
+        instance_nce(z, z, torch.arange(3), 0.1, negatives="views")

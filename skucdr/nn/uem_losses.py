@@ -46,6 +46,8 @@ def instance_nce(z, bank, index, tau, *, negatives="bank"):
         ``"bank"``: :math:`j` runs over the whole bank (the text of the paper, and UCDIR);
         ``"batch"``: over the batch's own bank entries (the printed denominator of Eq. 6).
     """
+    if negatives not in ("bank", "batch"):
+        raise ValueError(f"negatives must be 'bank' or 'batch', got {negatives!r}.")
     if negatives == "bank":
         return F.cross_entropy(z @ bank.t() / tau, index)
     logits = z @ bank[index].t() / tau

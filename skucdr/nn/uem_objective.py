@@ -227,13 +227,14 @@ class UEMObjective(RowObjective):
         x, rows, z, sizes = self._forward(net, batch)
         z_parts = list(torch.split(z, sizes))
         views = None
-        if self.instance_negatives == "views" and (self.stage == 1 or self.stage2_instance):
+        instance_term = self.stage == 1 or self.stage2_instance or self._stage2_is_stage1()
+        if self.instance_negatives == "views" and instance_term:
             _, _, z2, _ = self._forward(net, batch)
             views = list(torch.split(z2, sizes))
         if self.stage == 1:
             out = self._stage1_losses(z_parts, batch, views)
         else:
-            out = self._stage2_losses(net, x, z, z_parts, batch, sizes)
+            out = self._stage2_losses(net, x, z, z_parts, batch, sizes, views)
             if self.stage2_instance and "loss_ince" not in out:
                 out["loss_ince"] = self._instance_term(z_parts, batch, views)
                 out["loss"] = out["loss"] + out["loss_ince"]
@@ -273,7 +274,13 @@ class UEMObjective(RowObjective):
         out["loss"] = total
         return out
 
-    def _stage2_losses(self, net, x, z, z_parts, batch, sizes):
+    def _stage2_is_stage1(self):
+        """Whether stage 2 has nothing to align or match, and so keeps the IDSE losses."""
+        aligns = self.n_domains > 1 and self.alignment is not None
+        matches = self.n_domains > 1 and self.matching is not None
+        return not (aligns or matches or self.alignment == "spda")
+
+    def _stage2_losses(self, net, x, z, z_parts, batch, sizes, views=None):
         out = {}
         total = z.new_zeros(())
         if self.n_domains > 1 and self.alignment is not None:
@@ -305,8 +312,8 @@ class UEMObjective(RowObjective):
             out["loss_sn2m"] = torch.stack(terms).sum() / max(1, self.n_domains - 1)
             out["stat_convincing_rate"] = torch.stack(convincing).mean().detach()
             total = total + out["loss_sn2m"]
-        if not out:  # one domain and nothing to align: keep the instance objective
-            return self._stage1_losses(z_parts, batch)
+        if not out:  # nothing to align or match: keep the IDSE losses (both views)
+            return self._stage1_losses(z_parts, batch, views)
         out["loss"] = total
         return out
 
