@@ -139,7 +139,10 @@ class UniversalCDRRetriever(BaseRetriever):
         Use the semantic-enhanced loss (Eq. 11).
     alignment : {"spda", "dann"} or None, default="spda"
         Stage-2 alignment: adversarial loss plus the semantic-preserving regulariser
-        ("spda"), adversarial loss alone ("dann", the ablation), or none.
+        ("spda"), adversarial loss alone ("dann", the ablation), or none. With none (and
+        no ``matching``) stage 2 simply continues stage 1's losses, two views included.
+        Measured open-set MNIST<->optdigits, 2 seeds: "spda" 0.63 / 0.69, none
+        0.62 / 0.67; "dann" (seed 0) 0.57 / 0.69.
     matching : {"sn2m", "nn"} or None, default=None
         Stage-2 matching: switchable NN matching (the paper), plain nearest-neighbour
         positives (UCDIR-style ablation), or none (default; see above for why).
