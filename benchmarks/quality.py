@@ -91,7 +91,10 @@ METHODS = {
     "uem": (_uem(), SETTINGS),
     "uem_no_merge": (_uem(merge_prototypes=False), ("open_set",)),
     "uem_no_sel": (_uem(semantic_enhanced=False), ("open_set",)),
-    "uem_no_alignment": (_uem(alignment=None), ("open_set",)),
+    # no alignment: stage 2 continues stage 1's losses, instance term included
+    "uem_no_alignment": (_uem(alignment=None, stage2_instance=True), ("open_set",)),
+    # no alignment, stage 2 = prototype NCE + semantic-enhanced loss only (not yet run)
+    "uem_prototype_stage2": (_uem(alignment=None), ("closed", "open_set")),
     "uem_dann": (_uem(alignment="dann"), ("open_set",)),
     "uem_sn2m": (_uem(matching="sn2m"), ("open_set",)),
     "uem_nn": (_uem(matching="nn"), ("open_set",)),

@@ -192,9 +192,11 @@ def test_verbose_prints_one_named_line_per_epoch(two_domains, capsys):
 
 
 @pytest.mark.parametrize("n_domains", [1, 2])
-def test_stage2_without_alignment_keeps_the_two_view_term(two_domains, monkeypatch, n_domains):
-    # with nothing to align or match, stage 2 continues stage 1's losses, two views included
-    # (it once fell back to Eq. 6 with batch negatives and a single view)
+@pytest.mark.parametrize("stage2_instance", [False, True])
+def test_stage2_without_alignment_keeps_the_semantic_terms(two_domains, monkeypatch, n_domains,
+                                                           stage2_instance):
+    # with nothing to align or match, stage 2 keeps PNCE + SEL, and the instance term (two
+    # views, never one-view Eq. 6) only when asked (it once fell back to Eq. 6, one view)
     from skucdr.nn import uem_objective
 
     def forbidden(*args, **kwargs):
@@ -203,7 +205,10 @@ def test_stage2_without_alignment_keeps_the_two_view_term(two_domains, monkeypat
     monkeypatch.setattr(uem_objective, "instance_nce", forbidden)
     X, _, d = two_domains
     rows = slice(None) if n_domains == 2 else slice(0, 60)
-    r = UniversalCDRRetriever(**dict(TINY, max_epochs=3), alignment=None, matching=None)
+    r = UniversalCDRRetriever(**dict(TINY, max_epochs=3), alignment=None, matching=None,
+                              stage2_instance=stage2_instance)
     r.fit(X[rows], sample_domain=d[rows])
     stage2 = [e for e in r.history_ if e["stage"] == 2]
-    assert stage2 and all("loss_ince" in e and "loss_dal" not in e for e in stage2)
+    assert stage2 and all("loss_pnce" in e and "loss_dal" not in e for e in stage2)
+    assert all(("loss_ince" in e) == stage2_instance for e in stage2)
+    assert np.isfinite(r.transform(X[rows], sample_domain=d[rows])).all()

@@ -227,7 +227,7 @@ class UEMObjective(RowObjective):
         x, rows, z, sizes = self._forward(net, batch)
         z_parts = list(torch.split(z, sizes))
         views = None
-        instance_term = self.stage == 1 or self.stage2_instance or self._stage2_is_stage1()
+        instance_term = self.stage == 1 or self.stage2_instance
         if self.instance_negatives == "views" and instance_term:
             _, _, z2, _ = self._forward(net, batch)
             views = list(torch.split(z2, sizes))
@@ -251,8 +251,12 @@ class UEMObjective(RowObjective):
         self._update_banks(*self._pending_bank_update)
         self._pending_bank_update = None
 
-    def _stage1_losses(self, z_parts, batch, views=None):
-        """IDSE losses; ``views`` holds the second augmented view with two-view NCE."""
+    def _stage1_losses(self, z_parts, batch, views=None, instance_term=True):
+        """IDSE losses; ``views`` holds the second augmented view with two-view NCE.
+
+        ``instance_term=False`` leaves out the instance term (the prototype NCE and the
+        semantic-enhanced loss only, at full weight).
+        """
         pnce, sel = [], []
         for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
             if self.prototypes is not None and self.alpha > 1e-2:
@@ -263,8 +267,11 @@ class UEMObjective(RowObjective):
                 if self.semantic_enhanced:
                     sel.extend(semantic_enhanced_loss(v, self.prototypes[d], self.tau) / len(both)
                                for v in both)
-        out = {"loss_ince": self._instance_term(z_parts, batch, views)}
-        total = out["loss_ince"]
+        out = {}
+        total = z_parts[0].new_zeros(())
+        if instance_term:
+            out["loss_ince"] = self._instance_term(z_parts, batch, views)
+            total = total + out["loss_ince"]
         if pnce:
             out["loss_pnce"] = torch.stack(pnce).sum()
             total = total + self.alpha * out["loss_pnce"]
@@ -273,12 +280,6 @@ class UEMObjective(RowObjective):
             total = total + self.alpha * out["loss_sel"]
         out["loss"] = total
         return out
-
-    def _stage2_is_stage1(self):
-        """Whether stage 2 has nothing to align or match, and so keeps the IDSE losses."""
-        aligns = self.n_domains > 1 and self.alignment is not None
-        matches = self.n_domains > 1 and self.matching is not None
-        return not (aligns or matches or self.alignment == "spda")
 
     def _stage2_losses(self, net, x, z, z_parts, batch, sizes, views=None):
         out = {}
@@ -312,8 +313,9 @@ class UEMObjective(RowObjective):
             out["loss_sn2m"] = torch.stack(terms).sum() / max(1, self.n_domains - 1)
             out["stat_convincing_rate"] = torch.stack(convincing).mean().detach()
             total = total + out["loss_sn2m"]
-        if not out:  # nothing to align or match: keep the IDSE losses (both views)
-            return self._stage1_losses(z_parts, batch, views)
+        if not out:  # nothing to align or match: keep IDSE's semantic terms
+            return self._stage1_losses(z_parts, batch, views,
+                                       instance_term=self.stage2_instance)
         out["loss"] = total
         return out
 
