@@ -89,15 +89,16 @@ METHODS = {
     "pca": (None, SETTINGS),
     "uem_stage1": (_stage1_only, SETTINGS),
     "uem": (_uem(), SETTINGS),
-    "uem_no_merge": (_uem(merge_prototypes=False), ("open_set",)),
-    "uem_no_sel": (_uem(semantic_enhanced=False), ("open_set",)),
+    # the paper's stage 2 (adversarial alignment + SPR); the ablations below remove one
+    # component each from it, as in the paper's Table 4
+    "uem_spda": (_uem(alignment="spda"), SETTINGS),
+    "uem_no_merge": (_uem(alignment="spda", merge_prototypes=False), ("open_set",)),
+    "uem_no_sel": (_uem(alignment="spda", semantic_enhanced=False), ("open_set",)),
     # no alignment: stage 2 continues stage 1's losses, instance term included
     "uem_no_alignment": (_uem(alignment=None, stage2_instance=True), ("open_set",)),
-    # no alignment, stage 2 = prototype NCE + semantic-enhanced loss only (not yet run)
-    "uem_prototype_stage2": (_uem(alignment=None), ("closed", "open_set")),
     "uem_dann": (_uem(alignment="dann"), ("open_set",)),
-    "uem_sn2m": (_uem(matching="sn2m"), ("open_set",)),
-    "uem_nn": (_uem(matching="nn"), ("open_set",)),
+    "uem_sn2m": (_uem(alignment="spda", matching="sn2m"), ("open_set",)),
+    "uem_nn": (_uem(alignment="spda", matching="nn"), ("open_set",)),
     "uem_bank_negatives": (_uem(instance_negatives="bank"), ("closed",)),
     "uem_batch_negatives": (_uem(instance_negatives="batch"), ("closed",)),
     "uem_bank_momentum_0.99": (_uem(instance_negatives="bank", bank_momentum=0.99), ("closed",)),

@@ -152,14 +152,15 @@ def test_two_view_instance_term_is_reproducible_and_distinct(two_domains, fitted
     # NT-Xent over 2 x 16 views of a domain: about log(31) at random directions
     first = a.history_[0]["loss_ince"]
     assert np.isfinite(first) and first / 2 < np.log(2 * 16 - 1) + 0.5
-    assert {"loss_dal", "loss_spr"} <= set(a.history_[-1])
-    assert "loss_sn2m" not in a.history_[-1]
+    last = a.history_[-1]  # default stage 2: the prototype terms only
+    assert last["stage"] == 2 and {"loss_pnce", "loss_sel"} <= set(last)
+    assert not {"loss_ince", "loss_dal", "loss_spr", "loss_sn2m"} & set(last)
 
 
 @pytest.mark.parametrize("matching", ["sn2m", "nn"])
 def test_stage2_matching_and_kept_instance_term(two_domains, matching):
     X, _, d = two_domains
-    r = UniversalCDRRetriever(**dict(TINY, max_epochs=3), matching=matching,
+    r = UniversalCDRRetriever(**dict(TINY, max_epochs=3), alignment="spda", matching=matching,
                               stage2_instance=True).fit(X, sample_domain=d)
     last = r.history_[-1]
     assert last["stage"] == 2
@@ -185,7 +186,7 @@ def test_verbose_prints_one_named_line_per_epoch(two_domains, capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "epoch" in ln]
     assert len(lines) == 3
     assert "epoch   1/3  stage 1" in lines[0] and "loss_ince" in lines[0]
-    assert "stage 2" in lines[-1] and "loss_dal" in lines[-1]
+    assert "stage 2" in lines[-1] and "loss_pnce" in lines[-1]
     silent_out = capsys.readouterr()
     UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
     assert capsys.readouterr().out == silent_out.out == ""
