@@ -141,7 +141,8 @@ class UEMObjective(RowObjective):
             self.banks = [feats[torch.from_numpy(self.codes == d)].clone()
                           for d in range(self.n_domains)]
         self.stage = 1 if epoch < self.stage1_epochs else 2
-        if self.stage == 2 and self.frozen is None:
+        if self.stage == 2 and self.frozen is None and self.alignment == "spda":
+            # only the semantic-preserving regulariser (Eq. 14) reads the frozen copy
             self.frozen = copy.deepcopy(net.module_.embedder).eval()
             for p in self.frozen.parameters():
                 p.requires_grad_(False)
