@@ -295,7 +295,7 @@ class TPSNetObjective(RowObjective):
                 self.idse.on_epoch_begin(net, epoch)
             elif self.banks is None and self.warmup == "bank":
                 # Eq. 5 of UEM: the banks start from the initial network's features
-                feats = self.embed_rows(net, lambda x, c: module.image_features(x))
+                feats = self.embed_rows(net, lambda x, c: _image_features(module, x))
                 self.banks = [feats[torch.from_numpy(self.codes == d)].clone()
                               for d in range(self.n_domains)]
         elif epoch < self.stage1_epochs:
@@ -329,7 +329,7 @@ class TPSNetObjective(RowObjective):
     def _cluster(self, net):
         """DPG pseudo-labels: per-domain spherical k-means, ids aligned across domains."""
         module = net.module_
-        self.features = self.embed_rows(net, lambda x, c: module.image_features(x))
+        self.features = self.embed_rows(net, lambda x, c: _image_features(module, x))
         feats = self.features.cpu().numpy()
         centers, means, labels = [], [], []
         for d in range(self.n_domains):

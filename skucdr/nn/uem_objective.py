@@ -236,9 +236,6 @@ class UEMObjective(RowObjective):
             out = self._stage1_losses(z_parts, batch, views)
         else:
             out = self._stage2_losses(net, x, z, z_parts, batch, sizes, views)
-            if self.stage2_instance and "loss_ince" not in out:
-                out["loss_ince"] = self._instance_term(z_parts, batch, views)
-                out["loss"] = out["loss"] + out["loss_ince"]
         if views is not None:  # the bank entry of an image: the mean of its two views
             bank_parts = [F.normalize(a.detach() + b.detach(), dim=1)
                           for a, b in zip(z_parts, views)]
@@ -317,6 +314,9 @@ class UEMObjective(RowObjective):
         if not out:  # nothing to align or match: keep IDSE's semantic terms
             return self._stage1_losses(z_parts, batch, views,
                                        instance_term=self.stage2_instance)
+        if self.stage2_instance:
+            out["loss_ince"] = self._instance_term(z_parts, batch, views)
+            total = total + out["loss_ince"]
         out["loss"] = total
         return out
 
