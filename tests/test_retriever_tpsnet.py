@@ -69,18 +69,25 @@ def test_mapping_in_gives_mapping_out_and_flat_images_match(two_domains, fitted)
 
 def test_embedding_uses_the_query_domain_prompts(two_domains, fitted):
     X = two_domains[0]
-    as_a = fitted.transform(X[:5], sample_domain=["a"] * 5)
-    as_b = fitted.transform(X[:5], sample_domain=["b"] * 5)
-    assert not np.allclose(as_a, as_b)
-    unseen = fitted.transform(X[:5], sample_domain=["new"] * 5)
-    np.testing.assert_allclose(np.linalg.norm(unseen, axis=1), 1, atol=1e-5)
-    # an unseen domain is queried with the mean over domains of each class's prompt feature
     module = fitted.net_.module_.eval()
+    x = torch.from_numpy(X[:5])
     with torch.no_grad():
-        x = torch.from_numpy(X[:5])
-        expected = module.head(module.tokens(x), module.class_text.mean(dim=0))
-    np.testing.assert_allclose(unseen, expected.numpy(), atol=1e-5)
+        tokens, v = module.tokens(x), module.image_features(x)
+        # the dual-prior output is queried with the prompts of the image's domain ...
+        attended = {code: module.head(tokens, module.queries(torch.full((5,), code)))
+                    for code in (0, 1, -1)}
+    assert not torch.allclose(attended[0], attended[1])
+    # ... and an unseen domain with the mean over domains of each class's prompt feature
+    torch.testing.assert_close(attended[-1], module.head(tokens, module.class_text.mean(dim=0)))
     assert module.class_text.shape[:2] == (2, fitted.n_classes_)
+    # I' = normalize(W v + g * attended), g the learned gate
+    assert float(module.prior_gate.detach()) != 0.0
+    for code, domain in ((0, "a"), (1, "b"), (-1, "new")):
+        expected = torch.nn.functional.normalize(
+            module.residual_proj(v) + module.prior_gate * attended[code], dim=1)
+        got = fitted.transform(X[:5], sample_domain=[domain] * 5)
+        np.testing.assert_allclose(got, expected.detach().numpy(), atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
 
 
 def test_transform_is_invariant_to_row_order_and_batching(two_domains, fitted):
@@ -134,7 +141,8 @@ def test_history_has_the_losses_of_every_phase(fitted):
     names = [set(epoch) for epoch in fitted.history_]
     assert "loss_ince" in names[0]
     assert {"loss_i2t", "loss_t2i"} <= names[1]
-    assert {"loss_pce", "loss_i2tce", "stat_repaired"} <= names[2]
+    assert {"loss_pce", "loss_i2tce", "loss_pnce", "loss_sel", "stat_repaired"} <= names[2]
+    assert not {"loss_pnce", "loss_sel", "loss_pce"} & names[1]  # not in the prompt epochs
     assert [epoch["stage"] for epoch in fitted.history_] == [1, 1, 2]
     assert all(np.isfinite(epoch["train_loss"]) for epoch in fitted.history_)
 
@@ -143,7 +151,8 @@ def test_history_has_the_losses_of_every_phase(fitted):
     "ablation",
     [{"text_prior": False}, {"phase_prior": False}, {"fusion": "concat"},
      {"text_anchors": "shared"}, {"warmup": "bank"}, {"warmup": "two_view"},
-     {"n_prototypes": "elbow", "max_prototypes": 4}],
+     {"n_prototypes": "elbow", "max_prototypes": 4}, {"gamma": 0.0},
+     {"image_residual": False}],
 )
 def test_ablations_fit(two_domains, ablation):
     X, _, d = two_domains
@@ -159,6 +168,8 @@ def test_ablations_fit(two_domains, ablation):
                                    atol=1e-6)  # no prompts: the domain does not matter
     if not r.phase_prior:
         assert r.net_.module_.phase_cnn is None
+    assert ("loss_pnce" in last) == (r.gamma > 0)
+    assert (r.net_.module_.prior_gate is None) == (not r.image_residual)
 
 
 def test_custom_text_tower_is_copied(two_domains):
@@ -221,3 +232,27 @@ def test_idse_warmup_trains_uem_stage1_on_the_image_features(two_domains):
     buffer.seek(0)
     np.testing.assert_array_equal(joblib.load(buffer).transform(X, sample_domain=d),
                                   r.transform(X, sample_domain=d))
+
+
+@pytest.mark.parametrize("n_components", [8, 16])
+def test_image_residual_starts_from_the_stage1_image_features(n_components):
+    """With the gate at 0, I' is the (projected) stage-1 feature v; the projection keeps
+    v's cosines when the embedding is at least as wide as v."""
+    from skucdr.nn.encoders import SmallCNN
+    from skucdr.nn.tpsnet_objective import TPSNetModule
+
+    torch.manual_seed(0)
+    tower = BuiltinTextTower(output_dim=8, width=16, layers=1, heads=2)
+    module = TPSNetModule(
+        SmallCNN(in_channels=3, width=8, image_size=12), n_components=n_components, n_domains=2,
+        tower=tower, text_dim=8, max_classes=3, n_ctx=2, phase_prior=True,
+        phase_channels=1, fusion="attention", n_heads=2, image_residual=True,
+    ).eval()
+    module.class_text = torch.randn(2, 3, 8)
+    x, codes = torch.rand(5, 3, 12, 12), torch.tensor([0, 1, 0, 1, -1])
+    with torch.no_grad():
+        v = module.image_features(x)
+        z = module.embed(x, codes)
+        torch.testing.assert_close(z @ z.T, v @ v.T, atol=1e-5, rtol=0)
+        module.prior_gate.fill_(1.0)  # the gate lets the dual-prior output in
+        assert not torch.allclose(module.embed(x, codes) @ z.T, z @ z.T, atol=1e-3)

@@ -17,7 +17,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..cluster import choose_n_prototypes_elbow, merge_prototypes, spherical_kmeans
+from ..cluster import (
+    PrototypeClusterer,
+    choose_n_prototypes_elbow,
+    merge_prototypes,
+    spherical_kmeans,
+)
 from .phase import phase_only
 from .text import PromptLearner
 from .tpsnet_losses import (
@@ -34,7 +39,7 @@ from .tpsnet_modules import (
     TokenProjector,
 )
 from .training import RowObjective
-from .uem_losses import instance_nce, two_view_nce
+from .uem_losses import instance_nce, prototype_nce, semantic_enhanced_loss, two_view_nce
 from .uem_objective import UEMObjective
 
 __all__ = ["TPSNetModule", "TPSNetObjective", "align_domain_clusters", "two_view_nce"]
@@ -76,6 +81,12 @@ class TPSNetModule(nn.Module):
         :class:`~skucdr.nn.tpsnet_modules.DualPriorFusion` mode.
     n_heads : int
         Attention heads (must divide ``n_components``).
+    image_residual : bool, default=False
+        Embed ``I' = normalize(W v + g * CrossAttention(T'; I^f))``: the stage-1 image
+        features ``v`` (``W`` the identity when ``text_dim == n_components``, else an
+        orthogonally initialised linear map) plus the dual-prior output scaled by a
+        learned gate ``g`` that starts at 0, so stage 2 starts from the warm-up's
+        features. False: ``I' = CrossAttention(T'; I^f)`` alone.
     generator : torch.Generator, default=None
         Random source of the prompt initialisation.
     """
@@ -94,6 +105,7 @@ class TPSNetModule(nn.Module):
         phase_channels,
         fusion,
         n_heads,
+        image_residual=False,
         generator=None,
     ):
         super().__init__()
@@ -125,6 +137,19 @@ class TPSNetModule(nn.Module):
             self.query = nn.Parameter(torch.randn(1, query_dim, generator=generator) * 0.02)
         else:
             self.query = None
+        self.residual_proj = None
+        self.prior_gate = None
+        if image_residual:
+            if text_dim == n_components:
+                self.residual_proj = nn.Identity()
+            else:
+                self.residual_proj = nn.Linear(text_dim, n_components, bias=False)
+                with torch.no_grad():  # orthogonal: keeps the cosines of v when it can
+                    q = torch.linalg.qr(torch.randn(max(text_dim, n_components),
+                                                    min(text_dim, n_components),
+                                                    generator=generator))[0]
+                    self.residual_proj.weight.copy_(q if n_components > text_dim else q.T)
+            self.prior_gate = nn.Parameter(torch.zeros(()))
         self.n_domains = n_domains
         # Prompt text features (n_domains, C, text_dim), frozen after DPG; empty before.
         self.register_buffer("class_text", torch.zeros(n_domains, 0, text_dim))
@@ -169,7 +194,11 @@ class TPSNetModule(nn.Module):
 
     def embed(self, x, codes):
         """L2-normalised retrieval embeddings ``I'`` of images ``x`` of domains ``codes``."""
-        return self.head(self.tokens(x), self.queries(codes))
+        attended = self.head(self.tokens(x), self.queries(codes))
+        if self.prior_gate is None:
+            return attended
+        base = self.residual_proj(self.image_features(x))
+        return F.normalize(base + self.prior_gate * attended, dim=1)
 
     def forward(self, x, codes=None):
         if codes is None:
@@ -243,6 +272,7 @@ class TPSNetObjective(RowObjective):
         text_prior,
         alpha,
         beta,
+        gamma,
         epsilon,
         tau,
         prototype_momentum,
@@ -260,6 +290,7 @@ class TPSNetObjective(RowObjective):
         self.text_prior = text_prior
         self.alpha = alpha
         self.beta = beta
+        self.gamma = gamma
         self.epsilon = epsilon
         self.tau = tau
         self.prototype_momentum = prototype_momentum
@@ -273,6 +304,8 @@ class TPSNetObjective(RowObjective):
         self.labels = None  # LongTensor (n,): shared pseudo-label of every row
         self.n_classes = None
         self.prototypes = None  # (n_domains, C, n_components)
+        self.domain_k = None  # k of every domain's DPG k-means
+        self.semantic = None  # (merged prototypes per domain, shared id per row): gamma
         self._pending = None
         self.idse = None
         if warmup == "idse":  # UEM's stage 1 on the stage-1 image features
@@ -317,6 +350,8 @@ class TPSNetObjective(RowObjective):
                 self._release_idse()
                 self.features = None
                 self._start_stage2(net)
+            if self.gamma > 0:
+                self._refresh_semantic_prototypes(net, epoch)
         net.history.record("stage", 1 if self.phase in ("warmup", "dpg") else 2)
         if self.n_classes is not None:
             net.history.record("n_classes", self.n_classes)
@@ -331,7 +366,7 @@ class TPSNetObjective(RowObjective):
         module = net.module_
         self.features = self.embed_rows(net, lambda x, c: _image_features(module, x))
         feats = self.features.cpu().numpy()
-        centers, means, labels = [], [], []
+        centers, means, labels, ks = [], [], [], []
         for d in range(self.n_domains):
             X_d = feats[self.codes == d]
             seed = self.seed + d
@@ -344,6 +379,7 @@ class TPSNetObjective(RowObjective):
                 k = min(int(self.n_prototypes), len(X_d))
             c, lab, _ = spherical_kmeans(X_d, k, random_state=seed)
             centers.append(c)
+            ks.append(k)
             means.append(X_d.mean(axis=0))
             labels.append(lab)
         maps, n_shared = align_domain_clusters(centers, means)
@@ -351,6 +387,7 @@ class TPSNetObjective(RowObjective):
         for d in range(self.n_domains):
             assignment[self.codes == d] = maps[d][labels[d]]
         self.n_classes = int(n_shared)
+        self.domain_k = dict(enumerate(ks))
         self.labels = torch.from_numpy(assignment).to(net.device)
 
     @torch.no_grad()
@@ -369,13 +406,30 @@ class TPSNetObjective(RowObjective):
         if module.prompts is not None:
             module.class_text = module.prompt_features(self.n_classes).detach()
             module.prompts.requires_grad_(False)
-        module.image_head.requires_grad_(False)
+        if module.prior_gate is None:  # v is not part of I' any more
+            module.image_head.requires_grad_(False)
         z = self.embed_rows(net, module.embed)
         C, dim = self.n_classes, z.shape[1]
         protos = torch.zeros(self.n_domains, C, dim, device=z.device)
         index = self.codes_t.to(z.device) * C + self.labels
         protos.view(-1, dim).index_add_(0, index, z)
         self.prototypes = F.normalize(protos, dim=-1)
+
+    def _refresh_semantic_prototypes(self, net, epoch):
+        """UEM's merged prototypes of the current embeddings ``I'`` (one per stage-2 epoch).
+
+        Per-domain spherical k-means with the DPG's ``k``, translated, matched and merged
+        across domains (:class:`~skucdr.cluster.PrototypeClusterer`), as UEM's stage 1
+        refreshes them on its memory banks.
+        """
+        z = self.embed_rows(net, net.module_.embed).cpu().numpy()
+        clusterer = PrototypeClusterer(
+            n_prototypes=self.domain_k, merge=True, max_prototypes=self.max_prototypes,
+            random_state=self.seed + epoch, n_jobs=1,
+        ).fit(z, sample_domain=self.codes)
+        protos = [torch.as_tensor(clusterer.domain_centers_[d], dtype=torch.float32,
+                                  device=net.device) for d in range(self.n_domains)]
+        self.semantic = (protos, torch.from_numpy(clusterer.labels_).to(net.device))
 
     # ------------------------------------------------------------------ losses
     def losses(self, net, batch):
@@ -465,6 +519,18 @@ class TPSNetObjective(RowObjective):
                 z, anchors, y, epsilon=self.epsilon, logit_scale=self.logit_scale
             )
             total = total + self.beta * out["loss_i2tce"]
+        if self.gamma > 0:
+            protos, assignment = self.semantic
+            pnce, sel = [], []
+            for d in range(self.n_domains):
+                mask = codes == d
+                if mask.any():
+                    z_d, ids = z[mask], assignment[rows_d[mask]]
+                    pnce.append(prototype_nce(z_d, protos[d], ids, self.BANK_TAU))
+                    sel.append(semantic_enhanced_loss(z_d, protos[d], self.BANK_TAU))
+            out["loss_pnce"] = torch.stack(pnce).sum()
+            out["loss_sel"] = torch.stack(sel).sum()
+            total = total + self.gamma * (out["loss_pnce"] + out["loss_sel"])
         self._pending = ("prototypes", (z.detach(), codes, y))
         out["loss"] = total
         return out
@@ -476,5 +542,6 @@ class TPSNetObjective(RowObjective):
         self.features = None
         self.labels = None
         self.prototypes = None
+        self.semantic = None
         self._pending = None
         self._release_idse()
