@@ -106,6 +106,8 @@ METHODS = {
     "tpsnet_no_text": (_tpsnet(text_prior=False), ("closed",)),
     "tpsnet_no_phase": (_tpsnet(phase_prior=False), ("closed",)),
     "tpsnet_phase_concat": (_tpsnet(fusion="concat"), ("closed",)),
+    # stage 2 as the paper writes it: the dual-prior head alone, L_pce + L_i2tce only
+    "tpsnet_paper_stage2": (_tpsnet(image_residual=False, gamma=0.0), ("closed",)),
     "phase_concat_uem": (_phase_pipeline, ("closed",)),
 }
 ABLATIONS = {"uem_no_merge", "uem_no_sel", "uem_no_alignment", "uem_dann", "uem_sn2m", "uem_nn"}
