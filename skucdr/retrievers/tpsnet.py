@@ -172,9 +172,10 @@ class TextPhaseRetriever(BaseRetriever):
       non-linear map from prompt vectors to text features. An
       :class:`~skucdr.nn.text.OpenCLIPTextTower` brings CLIP's text space, but the image
       side is still learned from scratch unless ``encoder`` is a pretrained module.
-    - Prompts and the stage-1 head are frozen in stage 2; the RGB encoder is trained in
-      both stages; one Adam optimizer and one cosine learning-rate schedule run over all
-      epochs; losses are batch means.
+    - Prompts are frozen in stage 2, and so is the stage-1 head unless
+      ``image_residual=True`` makes ``v`` part of ``I'`` (then it keeps training); the
+      RGB encoder is trained in both stages; one Adam optimizer and one cosine
+      learning-rate schedule run over all epochs; losses are batch means.
     - ``text_prior=False`` replaces the prompt queries by one learned query (attention
       pooling) and drops ``L_i2tce`` and the prompt epochs (the warm-up gets them);
       ``phase_prior=False`` drops the phase branch; ``fusion="concat"`` fuses the mean
