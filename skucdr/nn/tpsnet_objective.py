@@ -17,12 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..cluster import (
-    PrototypeClusterer,
-    choose_n_prototypes_elbow,
-    merge_prototypes,
-    spherical_kmeans,
-)
+from ..cluster import choose_n_prototypes_elbow, merge_prototypes, spherical_kmeans
 from .phase import phase_only
 from .text import PromptLearner
 from .tpsnet_losses import (
@@ -40,7 +35,7 @@ from .tpsnet_modules import (
 )
 from .training import RowObjective
 from .uem_losses import instance_nce, prototype_nce, semantic_enhanced_loss, two_view_nce
-from .uem_objective import UEMObjective
+from .uem_objective import UEMObjective, domain_prototypes
 
 __all__ = ["TPSNetModule", "TPSNetObjective", "align_domain_clusters", "two_view_nce"]
 
@@ -419,17 +414,15 @@ class TPSNetObjective(RowObjective):
         """UEM's merged prototypes of the current embeddings ``I'`` (one per stage-2 epoch).
 
         Per-domain spherical k-means with the DPG's ``k``, translated, matched and merged
-        across domains (:class:`~skucdr.cluster.PrototypeClusterer`), as UEM's stage 1
-        refreshes them on its memory banks.
+        across domains (:func:`~skucdr.nn.uem_objective.domain_prototypes`), as UEM's
+        stage 1 refreshes them on its memory banks.
         """
         z = self.embed_rows(net, net.module_.embed).cpu().numpy()
-        clusterer = PrototypeClusterer(
-            n_prototypes=self.domain_k, merge=True, max_prototypes=self.max_prototypes,
-            random_state=self.seed + epoch, n_jobs=1,
-        ).fit(z, sample_domain=self.codes)
-        protos = [torch.as_tensor(clusterer.domain_centers_[d], dtype=torch.float32,
-                                  device=net.device) for d in range(self.n_domains)]
-        self.semantic = (protos, torch.from_numpy(clusterer.labels_).to(net.device))
+        protos, labels = domain_prototypes(
+            z, self.codes, self.domain_k, merge=True, max_prototypes=self.max_prototypes,
+            random_state=self.seed + epoch, n_jobs=1, device=net.device,
+        )
+        self.semantic = (protos, torch.from_numpy(labels).to(net.device))
 
     # ------------------------------------------------------------------ losses
     def losses(self, net, batch):

@@ -28,6 +28,37 @@ from .uem_losses import (
 __all__ = ["UEMModule", "UEMObjective"]
 
 
+def domain_prototypes(features, domains, n_prototypes, *, merge, max_prototypes,
+                      random_state, n_jobs, device):
+    """Per-domain prototypes of ``features`` (rows of domains ``0 .. n_domains - 1``).
+
+    Per-domain spherical k-means, translated, matched and (with ``merge``) merged across
+    domains by :class:`~skucdr.cluster.PrototypeClusterer`; shared by UEM's objective and
+    TPSNet's stage 2.
+
+    Returns
+    -------
+    prototypes : list of Tensor of shape (k_d, dim)
+        Prototypes of every domain (merged pairs share a row), float32 on ``device``.
+    labels : ndarray of shape (n,), int
+        Shared prototype id of every row, in the order of ``features``.
+    """
+    from ..cluster import PrototypeClusterer
+
+    clusterer = PrototypeClusterer(
+        n_prototypes=n_prototypes,
+        merge=merge,
+        max_prototypes=max_prototypes,
+        random_state=random_state,
+        n_jobs=n_jobs,
+    ).fit(features, sample_domain=domains)
+    prototypes = [
+        torch.as_tensor(clusterer.domain_centers_[d], dtype=torch.float32, device=device)
+        for d in range(int(domains.max()) + 1)
+    ]
+    return prototypes, clusterer.labels_
+
+
 def _module_forward(module, x):
     """The default features of :class:`UEMObjective`: the module's own forward."""
     return module(x)
@@ -172,30 +203,21 @@ class UEMObjective(RowObjective):
         return self._k_cache
 
     def _refresh_prototypes(self, net, epoch):
-        from ..cluster import PrototypeClusterer
-
         banks = [b.cpu().numpy() for b in self.banks]
         feats = np.concatenate(banks)
         domains = np.concatenate([np.full(len(b), d) for d, b in enumerate(banks)])
-        clusterer = PrototypeClusterer(
-            n_prototypes=self._prototype_counts(banks, epoch),
-            merge=self.merge_prototypes,
-            max_prototypes=self.max_prototypes,
-            random_state=self.seed + epoch,
-            n_jobs=self.n_threads,
-        ).fit(feats, sample_domain=domains)
+        self.prototypes, labels = domain_prototypes(
+            feats, domains, self._prototype_counts(banks, epoch),
+            merge=self.merge_prototypes, max_prototypes=self.max_prototypes,
+            random_state=self.seed + epoch, n_jobs=self.n_threads, device=net.device,
+        )
         self._refreshes += 1
-        device = net.device
-        self.prototypes = [
-            torch.as_tensor(clusterer.domain_centers_[d], dtype=torch.float32, device=device)
-            for d in range(self.n_domains)
-        ]
-        # labels_ follow the order of `feats` (bank order); map back to row order.
+        # labels follow the order of `feats` (bank order); map back to row order.
         bank_order = np.concatenate([np.flatnonzero(self.codes == d)
                                      for d in range(self.n_domains)])
         assignment = np.empty(len(self.codes), dtype=np.int64)
-        assignment[bank_order] = clusterer.labels_
-        self.assignment = torch.from_numpy(assignment).to(device)
+        assignment[bank_order] = labels
+        self.assignment = torch.from_numpy(assignment).to(net.device)
 
     # ------------------------------------------------------------------- losses
     def _forward(self, net, batch):
