@@ -90,6 +90,20 @@ def test_embedding_uses_the_query_domain_prompts(two_domains, fitted):
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
 
 
+def test_embedding_runs_the_encoder_once(two_domains, fitted, monkeypatch):
+    # the tokens and the residual's v share one forward_map (a second pass would cost a
+    # stage-2 step a whole encoder forward and update BatchNorm statistics twice)
+    module = fitted.net_.module_
+    calls = []
+    forward_map = module.encoder.forward_map
+    monkeypatch.setattr(module.encoder, "forward_map",
+                        lambda x: calls.append(len(x)) or forward_map(x))
+    x = torch.from_numpy(two_domains[0][:4])
+    with torch.no_grad():
+        module.embed(x, torch.zeros(4, dtype=torch.long))
+    assert calls == [4]
+
+
 def test_transform_is_invariant_to_row_order_and_batching(two_domains, fitted):
     X, _, d = two_domains
     Z = fitted.gallery_embedding_

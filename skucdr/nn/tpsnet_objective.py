@@ -53,7 +53,9 @@ class TPSNetModule(nn.Module):
     encoder : torch.nn.Module
         RGB image encoder with ``feature_dim`` and ``map_channels`` attributes; its
         ``forward_map`` feature map (or, when ``map_channels`` is None, its pooled
-        feature as a single token) feeds the dual-prior fusion.
+        feature as a single token) feeds the dual-prior fusion. With a map, the pooled
+        feature must be the map's spatial mean (as for every encoder of
+        :mod:`skucdr.nn.encoders`): one ``forward_map`` serves both.
     n_components : int
         Width of the tokens and of the retrieval embedding.
     n_domains : int
@@ -152,7 +154,20 @@ class TPSNetModule(nn.Module):
     # ---------------------------------------------------------------- stage 1
     def image_features(self, x):
         """Stage-1 image features ``v`` (L2-normalised), used by the warm-up and DPG."""
-        return F.normalize(self.image_head(self.encoder(x)), dim=1)
+        return self._project_image(self.encoder(x))
+
+    def _project_image(self, pooled):
+        return F.normalize(self.image_head(pooled), dim=1)
+
+    def _encode(self, x):
+        """One encoder pass: the map (or vector) the tokens are made of, and the pooled
+        feature. Every encoder of :mod:`skucdr.nn.encoders` pools by the spatial mean of
+        its ``forward_map``, so ``pooled == encoder(x)`` without a second pass."""
+        if self.encoder.map_channels:
+            fmap = self.encoder.forward_map(x)
+            return fmap, fmap.mean(dim=(2, 3))
+        features = self.encoder(x)
+        return features, features
 
     def prompt_features(self, n_classes):
         """Text features ``(n_domains, n_classes, text_dim)`` of the first ``n_classes``
@@ -165,7 +180,9 @@ class TPSNetModule(nn.Module):
     # ---------------------------------------------------------------- stage 2
     def tokens(self, x):
         """Fused RGB (+ phase) tokens ``(n, T, n_components)`` of images ``x``."""
-        fmap = self.encoder.forward_map(x) if self.encoder.map_channels else self.encoder(x)
+        return self._fuse(x, self._encode(x)[0])
+
+    def _fuse(self, x, fmap):
         rgb = self.rgb_tokens(fmap)
         phase = None
         if self.phase_cnn is not None:
@@ -189,10 +206,11 @@ class TPSNetModule(nn.Module):
 
     def embed(self, x, codes):
         """L2-normalised retrieval embeddings ``I'`` of images ``x`` of domains ``codes``."""
-        attended = self.head(self.tokens(x), self.queries(codes))
+        fmap, pooled = self._encode(x)
+        attended = self.head(self._fuse(x, fmap), self.queries(codes))
         if self.prior_gate is None:
             return attended
-        base = self.residual_proj(self.image_features(x))
+        base = self.residual_proj(self._project_image(pooled))
         return F.normalize(base + self.prior_gate * attended, dim=1)
 
     def forward(self, x, codes=None):
