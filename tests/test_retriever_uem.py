@@ -122,6 +122,18 @@ def test_bad_input_errors(fitted):
         UniversalCDRRetriever(lr=-1).fit(np.zeros((4, 3)))
 
 
+@pytest.mark.parametrize("scale", [255.0, -1.0])
+def test_images_outside_unit_range_are_rejected_by_the_default_augmentation(scale):
+    imgs = np.random.RandomState(0).rand(24, 3, 12, 12).astype(np.float32)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\].*Divide 8-bit images by 255"):
+        UniversalCDRRetriever(**TINY).fit(imgs * scale)
+    # other ranges are the user's call once the built-in augmentation is off
+    UniversalCDRRetriever(**TINY, augment=None).fit(imgs * scale)
+    fitted = UniversalCDRRetriever(**TINY).fit(imgs)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        fitted.transform(imgs * scale)
+
+
 def test_grid_search_with_routed_domains(two_domains):
     X, y, d = two_domains
     with sklearn.config_context(enable_metadata_routing=True):

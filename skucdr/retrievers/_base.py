@@ -30,6 +30,9 @@ from ..nn.training import resolve_device
 
 __all__ = ["BaseRetriever"]
 
+# Rounding slack of the [0, 1] pixel-range check (e.g. images resized with bicubic filters).
+_PIXEL_TOLERANCE = 1e-3
+
 
 class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class of the torch retrievers (not for direct use).
@@ -79,7 +82,22 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 f"X holds images of shape {data.image_shape}, but the retriever was fitted on "
                 f"images of shape {image_shape}."
             )
+        if data.image_shape is not None and isinstance(self.augment, str):
+            self._check_pixel_range(data.X)
         return data
+
+    def _check_pixel_range(self, X):
+        """The built-in augmentation assumes pixels in [0, 1]; say so instead of clipping."""
+        if X.size == 0:
+            return
+        low, high = float(X.min()), float(X.max())
+        if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
+            raise ValueError(
+                f"{type(self).__name__} with augment='auto' expects images with values in "
+                f"[0, 1] (its colour jitter, grey-scale and inversion clip to that range); X "
+                f"holds values in [{low:.4g}, {high:.4g}]. Divide 8-bit images by 255, or "
+                "pass augment=None or your own callable for other ranges."
+            )
 
     def _domain_codes(self, sample_domain):
         """Codes 0..n_domains-1 of the fitted domains; -1 for a domain not seen in fit."""

@@ -168,7 +168,10 @@ class UniversalCDRRetriever(BaseRetriever):
     encoder_weights : str or path, default=None
         Local state-dict file for the torchvision ResNets (nothing is downloaded).
     augment : "auto", callable or None, default="auto"
-        Training augmentation; a callable ``f(batch, generator) -> batch``.
+        Training augmentation; a callable ``f(batch, generator) -> batch``. ``"auto"``
+        is :class:`~skucdr.nn.augment.ImageAugment` for images, which needs pixels in
+        ``[0, 1]`` (other ranges raise a ``ValueError``; ``None`` or a callable accept
+        any), and :class:`~skucdr.nn.augment.FeatureAugment` for feature vectors.
     image_shape : tuple (C, H, W), default=None
         Shape of one image when ``X`` holds flattened images.
     index : str, default="Flat"
