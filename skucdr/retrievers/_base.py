@@ -19,14 +19,18 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._domains import check_domain_input, unpack_domains
 from .._sklearn_compat import Interval, StrOptions
-from ..nn.encoders import ENCODER_NAMES
-from ..nn.training import resolve_device
+from ..nn.encoders import ENCODER_NAMES, build_encoder
+from ..nn.training import resolve_device, train_objective
 
 __all__ = ["BaseRetriever"]
 
@@ -126,6 +130,36 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.train_domain_ = data.sample_domain
         self._set_gallery(self.train_embedding_, data.sample_domain)
         return data
+
+    def _training_inputs(self, data):
+        """The fitted rows as a CPU tensor (images reshaped) and the encoder to train."""
+        X = torch.from_numpy(data.X)
+        if data.image_shape is not None:
+            X = X.view(-1, *data.image_shape)
+        encoder = build_encoder(
+            self.encoder,
+            image_shape=data.image_shape,
+            n_features=data.X.shape[1],
+            encoder_weights=self.encoder_weights,
+            example=X[:2],
+        )
+        return X, encoder
+
+    def _train(self, module, objective, n_samples):
+        """Train ``module`` on ``objective`` with the estimator's schedule, then drop the
+        objective's per-row state; returns the net."""
+        net = train_objective(
+            module,
+            objective,
+            n_samples=n_samples,
+            max_epochs=self.max_epochs,
+            lr=self.lr,
+            device=self.device_,
+            verbose=self.verbose,
+            weight_decay=self.weight_decay,
+        )
+        objective.release()
+        return net
 
     def fit(self, X, y=None, *, sample_domain=None):
         """Learn the embedding from unlabeled domains.

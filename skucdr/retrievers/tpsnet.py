@@ -6,14 +6,11 @@ import copy
 import numbers
 
 import numpy as np
-import torch
 
 from .._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from ..nn.augment import build_augment
-from ..nn.encoders import build_encoder
 from ..nn.text import BuiltinTextTower
 from ..nn.tpsnet_objective import TPSNetModule, TPSNetObjective
-from ..nn.training import train_objective
 from ._base import BaseRetriever
 
 __all__ = ["TextPhaseRetriever"]
@@ -470,14 +467,7 @@ class TextPhaseRetriever(BaseRetriever):
     def _fit_network(self, data, codes, generator):
         if isinstance(self.encoder, str) and self.encoder == "mlp":
             raise ValueError("TextPhaseRetriever needs an image encoder, not encoder='mlp'.")
-        X = torch.from_numpy(data.X).view(-1, *data.image_shape)
-        encoder = build_encoder(
-            self.encoder,
-            image_shape=data.image_shape,
-            n_features=data.X.shape[1],
-            encoder_weights=self.encoder_weights,
-            example=X[:2],
-        )
+        X, encoder = self._training_inputs(data)
         tower = None
         if self.text_prior:
             tower = BuiltinTextTower() if self.text_tower == "builtin" \
@@ -524,18 +514,8 @@ class TextPhaseRetriever(BaseRetriever):
             warmup=self.warmup,
             seed=int(generator.initial_seed() % (2**31 - 1)),
         )
-        net = train_objective(
-            module,
-            objective,
-            n_samples=len(codes),
-            max_epochs=self.max_epochs,
-            lr=self.lr,
-            device=self.device_,
-            verbose=self.verbose,
-            weight_decay=self.weight_decay,
-        )
-        self.n_classes_ = objective.n_classes
-        objective.release()
+        net = self._train(module, objective, n_samples=len(codes))
+        self.n_classes_ = objective.n_classes  # kept by release()
         return net
 
     def _embed_batch(self, x, codes):

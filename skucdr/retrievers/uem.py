@@ -5,12 +5,10 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import torch
 
 from .._sklearn_compat import Interval, StrOptions, _fit_context
 from ..nn.augment import build_augment
-from ..nn.encoders import EmbeddingNet, build_encoder
-from ..nn.training import train_objective
+from ..nn.encoders import EmbeddingNet
 from ..nn.uem_objective import UEMModule, UEMObjective
 from ._base import BaseRetriever
 
@@ -316,16 +314,7 @@ class UniversalCDRRetriever(BaseRetriever):
         return self
 
     def _fit_network(self, data, codes, generator):
-        X = torch.from_numpy(data.X)
-        if data.image_shape is not None:
-            X = X.view(-1, *data.image_shape)
-        encoder = build_encoder(
-            self.encoder,
-            image_shape=data.image_shape,
-            n_features=data.X.shape[1],
-            encoder_weights=self.encoder_weights,
-            example=X[:2],
-        )
+        X, encoder = self._training_inputs(data)
         embedder = EmbeddingNet(encoder, self.n_components)
         module = UEMModule(embedder, self.n_components, len(self.domains_))
         stage2_epochs = int(round(self.stage2_fraction * self.max_epochs))
@@ -351,18 +340,7 @@ class UniversalCDRRetriever(BaseRetriever):
             view_tau=self.view_tau,
             stage2_instance=self.stage2_instance,
         )
-        net = train_objective(
-            module,
-            objective,
-            n_samples=len(codes),
-            max_epochs=self.max_epochs,
-            lr=self.lr,
-            device=self.device_,
-            verbose=self.verbose,
-            weight_decay=self.weight_decay,
-        )
-        objective.release()
-        return net
+        return self._train(module, objective, n_samples=len(codes))
 
     def _embed_batch(self, x, codes):
         return self.net_.module_.embedder(x)
