@@ -111,6 +111,20 @@ def test_one_domain_and_images_fit():
         UniversalCDRRetriever(**TINY, image_shape=(3, 5, 5)).fit(imgs.reshape(24, -1))
 
 
+def test_verbose_embedding_shows_progress(two_domains, fitted, capsys):
+    X, _, d = two_domains
+    big = np.repeat(X, 3, axis=0)  # 360 rows: two inference batches
+    quiet = fitted.transform(big, sample_domain=np.repeat(d, 3))
+    assert "embedding" not in capsys.readouterr().err
+    fitted.set_params(verbose=1)  # verbose is read at call time
+    try:
+        loud = fitted.transform(big, sample_domain=np.repeat(d, 3))
+    finally:
+        fitted.set_params(verbose=0)
+    np.testing.assert_array_equal(loud, quiet)
+    assert "embedding" in capsys.readouterr().err
+
+
 def test_bad_input_errors(fitted):
     with pytest.raises(ValueError, match="n_neighbors"):
         fitted.kneighbors(n_neighbors=0)

@@ -207,8 +207,13 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         device = self.net_.device
         out = np.empty((X_flat.shape[0], self.n_components), dtype=np.float32)
         step = self._inference_batch_size()
+        starts = range(0, X_flat.shape[0], step)
+        if self.verbose and len(starts) > 1:  # e.g. embedding a large catalogue
+            from tqdm.auto import tqdm  # installed with skorch
+
+            starts = tqdm(starts, desc="embedding", unit="batch", leave=False)
         with torch.no_grad():
-            for start in range(0, X_flat.shape[0], step):
+            for start in starts:
                 # torch.as_tensor copies read-only batches (no warning, no aliasing)
                 xb = torch.as_tensor(np.array(X_flat[start : start + step], copy=not
                                               X_flat.flags.writeable)).to(device)

@@ -290,7 +290,8 @@ class TextPhaseRetriever(BaseRetriever):
         Seeds weights, prompts, batches, augmentation and k-means; results are
         reproducible on CPU.
     verbose : int, default=0
-        Progress bar and per-epoch losses when > 0.
+        When > 0: a progress bar and the per-epoch losses during fit, and a progress bar
+        while embedding more than one inference batch (transform, index_gallery).
 
     Attributes
     ----------

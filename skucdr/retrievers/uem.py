@@ -182,7 +182,8 @@ class UniversalCDRRetriever(BaseRetriever):
     random_state : int, RandomState instance or None, default=None
         Seeds weights, batches, augmentation and k-means; results are reproducible on CPU.
     verbose : int, default=0
-        Progress bar and per-epoch losses when > 0.
+        When > 0: a progress bar and the per-epoch losses during fit, and a progress bar
+        while embedding more than one inference batch (transform, index_gallery).
 
     Attributes
     ----------
