@@ -124,10 +124,10 @@ class TextPhaseRetriever(BaseRetriever):
     schedule): closed set 0.59 / 0.58 (MNIST<->MNIST-M) and 0.72 / 0.75
     (MNIST<->optdigits) against 0.51 / 0.53 and 0.68 / 0.67 for the paper's stage 2
     (``tpsnet_paper_stage2``). Partial and open-set mAP@All moved less (partial
-    0.35 / 0.47 and 0.56 / 0.59; open set 0.68 / 0.56 and 0.70 / 0.79, against
+    0.35 / 0.47 and 0.56 / 0.59; open set 0.67 / 0.57 and 0.70 / 0.80, against
     0.36 / 0.49, 0.60 / 0.53, 0.65 / 0.53 and 0.71 / 0.71 for the earlier 60-epoch
-    default), and private-query detection got worse (accuracy 0.67 / 0.56 and
-    0.68 / 0.60 against 0.84 / 0.61 and 0.77 / 0.87): the classifier-like embedding
+    default), and private-query detection got worse (accuracy 0.67 / 0.55 and
+    0.69 / 0.66 against 0.84 / 0.61 and 0.77 / 0.87): the classifier-like embedding
     of the paper's head forms tighter clusters, which the prototype-based detection
     of :meth:`detect_private` rewards.
 
