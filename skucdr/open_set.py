@@ -8,7 +8,11 @@ are translated into the query frame and merged with the query prototypes
 partner in the gallery, or when it lies farther from the whole gallery than the largest
 cross-domain distance seen inside its merged cluster.
 
-Both retrievers' ``detect_private`` call :func:`detect_private_queries`.
+:func:`detect_private_queries` does it in one call; :func:`fit_open_set_structure` and
+:func:`judge_queries` split it into the part built from the fitted query domain and the
+gallery (clusters, merge, per-pair distances: seconds) and the part that judges a query
+batch (milliseconds). The retrievers' ``detect_private`` keep the first per query domain
+until the gallery changes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .cluster import (
     spherical_kmeans,
 )
 
-__all__ = ["detect_private_queries"]
+__all__ = ["detect_private_queries", "fit_open_set_structure", "judge_queries"]
 
 # Elements of one (rows x gallery) block of product distances; a few float64 temporaries
 # of this size live at once (~16 MiB each).
@@ -188,14 +192,67 @@ def detect_private_queries(
     for name, arr in (("gallery_emb", G), ("query_reference", R)):
         if arr.shape[1] != Q.shape[1]:
             raise ValueError(f"{name} has {arr.shape[1]} features but query_emb has {Q.shape[1]}.")
+    structure = fit_open_set_structure(
+        R,
+        G,
+        n_prototypes=n_prototypes,
+        max_prototypes=max_prototypes,
+        n_iter=n_iter,
+        n_redo=n_redo,
+        random_state=random_state,
+    )
+    if query_reference is None:  # the queries are the reference rows: reuse their pass
+        nearest, d_min = structure.reference_nearest, structure.reference_min_distance
+        private = _private_rule(structure, nearest, d_min)
+    else:
+        private, nearest, d_min = judge_queries(structure, Q)
+    if not return_details:
+        return private
+    return private, Bunch(
+        merge=structure.merge,
+        query_prototypes=structure.query_prototypes,
+        gallery_prototypes=structure.gallery_prototypes,
+        nearest_prototype=nearest,
+        cluster_max_distance=structure.cluster_max_distance,
+        gallery_min_distance=d_min,
+    )
+
+
+def fit_open_set_structure(
+    query_reference,
+    gallery_emb,
+    *,
+    n_prototypes="elbow",
+    max_prototypes=50,
+    n_iter=20,
+    n_redo=3,
+    random_state=None,
+):
+    """Steps 1-3 of :func:`detect_private_queries`: everything that does not depend on
+    the judged queries (clusters, merge, ``D_c``), reusable for many query batches.
+
+    Parameters are those of :func:`detect_private_queries` (``query_reference`` the
+    query-domain rows the query side is built from).
+
+    Returns
+    -------
+    structure : Bunch
+        ``merge``, ``query_prototypes``, ``gallery_prototypes``, ``cluster_max_distance``
+        and what :func:`judge_queries` needs.
+    """
+    R = check_array(query_reference, dtype=np.float64, input_name="query_reference")
+    G = check_array(gallery_emb, dtype=np.float64, input_name="gallery_emb")
+    if G.shape[1] != R.shape[1]:
+        raise ValueError(
+            f"gallery_emb has {G.shape[1]} features but query_reference has {R.shape[1]}."
+        )
     if (
         isinstance(max_prototypes, bool)
         or not isinstance(max_prototypes, numbers.Integral)
         or max_prototypes < 2
     ):
         raise ValueError(f"max_prototypes must be an int >= 2, got {max_prototypes!r}.")
-    Q, G = l2_normalize(Q), l2_normalize(G)
-    R = Q if query_reference is None else l2_normalize(R)
+    R, G = l2_normalize(R), l2_normalize(G)
 
     rng = check_random_state(random_state)
     seed_q, seed_g = (int(s) for s in rng.randint(0, 2**31 - 1, size=2))
@@ -218,21 +275,50 @@ def detect_private_queries(
     )
     cluster_max = np.full(k_q, -np.inf)
     np.maximum.at(cluster_max, ref_labels, row_max)
-
-    if query_reference is None:
-        nearest, d_min = ref_labels, d_min_ref
-    else:
-        nearest = _nearest_prototype(Q, P_q)
-        d_min = _scan_gallery(Q, G, g_order, g_starts, q_partner[nearest], False)[0]
-    unmerged = q_partner[nearest] < 0
-    private = unmerged | (cluster_max[nearest] < d_min)
-    if not return_details:
-        return private
-    return private, Bunch(
+    return Bunch(
         merge=merge,
         query_prototypes=P_q,
         gallery_prototypes=P_g,
-        nearest_prototype=nearest,
         cluster_max_distance=cluster_max,
-        gallery_min_distance=d_min,
+        query_partner=q_partner,
+        gallery=G,
+        gallery_order=g_order,
+        gallery_starts=g_starts,
+        reference_nearest=ref_labels,
+        reference_min_distance=d_min_ref,
     )
+
+
+def judge_queries(structure, query_emb):
+    """Step 4 of :func:`detect_private_queries` for new queries against a fitted structure.
+
+    Returns
+    -------
+    private : ndarray of shape (n_queries,), bool
+    nearest : ndarray of shape (n_queries,), int
+        Euclidean-nearest query prototype of every query.
+    gallery_min_distance : ndarray of shape (n_queries,)
+        ``min_j D(query, gallery_j)``.
+    """
+    Q = check_array(query_emb, dtype=np.float64, input_name="query_emb")
+    if Q.shape[1] != structure.gallery.shape[1]:
+        raise ValueError(
+            f"query_emb has {Q.shape[1]} features but the gallery has "
+            f"{structure.gallery.shape[1]}."
+        )
+    Q = l2_normalize(Q)
+    nearest = _nearest_prototype(Q, structure.query_prototypes)
+    d_min = _scan_gallery(
+        Q,
+        structure.gallery,
+        structure.gallery_order,
+        structure.gallery_starts,
+        structure.query_partner[nearest],
+        False,
+    )[0]
+    return _private_rule(structure, nearest, d_min), nearest, d_min
+
+
+def _private_rule(structure, nearest, d_min):
+    unmerged = structure.query_partner[nearest] < 0
+    return unmerged | (structure.cluster_max_distance[nearest] < d_min)

@@ -100,6 +100,28 @@ def test_history_and_detect_private(two_domains, fitted):
     assert flags.shape == (60,) and flags.dtype == bool
 
 
+def test_detect_private_reuses_the_open_set_clusters(two_domains, fitted, monkeypatch):
+    from skucdr import open_set
+
+    X, _, d = two_domains
+    Za = fitted.train_embedding_[d == "a"]
+    Zb = fitted.train_embedding_[d == "b"]
+    expected = open_set.detect_private_queries(Za[:9], Zb, query_reference=Za,
+                                               n_prototypes=3, random_state=0)
+    builds = []
+    build = open_set.fit_open_set_structure
+    monkeypatch.setattr(open_set, "fit_open_set_structure",
+                        lambda *a, **k: builds.append(1) or build(*a, **k))
+    fitted.index_gallery(X, sample_domain=d)  # same rows: a fresh gallery, an empty cache
+    first = fitted.detect_private(X[:7], sample_domain=d[:7])
+    second = fitted.detect_private(X[7:9], sample_domain=d[7:9])
+    # = the function judging queries against the fitted query domain
+    np.testing.assert_array_equal(np.concatenate([first, second]), expected)
+    assert len(builds) == 1  # clustered once, then only the queries are judged
+    fitted.detect_private(X[:2], sample_domain=d[:2], gallery_domain=["a", "b"])
+    assert len(builds) == 2  # another gallery: clustered again
+
+
 def test_one_domain_and_images_fit():
     rng = np.random.RandomState(0)
     imgs = rng.rand(24, 3, 12, 12).astype(np.float32)

@@ -252,6 +252,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.gallery_embedding_ = np.ascontiguousarray(embedding, dtype=np.float32)
         self.gallery_domain_ = np.asarray(sample_domain)
         self._gallery_indexes = {}
+        self._open_set_cache = {}
 
     def index_gallery(self, X, *, sample_domain=None):
         """Replace the retrieval gallery with a new catalogue, without retraining.
@@ -377,7 +378,11 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         of the gallery prototypes into the query frame, Hungarian matching and UEM's
         merge rule; a query is private when its nearest prototype was not merged, or
         when its distance to the nearest gallery item exceeds the largest cross-domain
-        distance observed inside its merged pair (distance ``(1 - cos) * L2``).
+        distance observed inside its merged pair (distance ``(1 - cos) * L2``). The
+        query side is the fitted rows of the queries' domain (the queries themselves for
+        a domain not seen in fit); its clusters against the gallery are built on the
+        first call and reused by later calls until :meth:`index_gallery` or :meth:`fit`
+        changes the gallery.
 
         Parameters
         ----------
@@ -395,7 +400,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         from threadpoolctl import threadpool_limits
 
-        from ..cluster import detect_private_queries
+        from ..open_set import detect_private_queries, judge_queries
 
         check_is_fitted(self, "net_")
         Q, q_domains, _ = self._queries(X, sample_domain)
@@ -405,14 +410,43 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             g_rows = self._gallery_rows(group, gallery_domain)
             # faiss k-means on one thread: its OpenMP pool and torch's fight in one process
             with threadpool_limits(limits=1):
-                private[q_rows] = detect_private_queries(
-                    Q[q_rows],
-                    self.gallery_embedding_[g_rows],
-                    n_prototypes=self._open_set_prototypes(),
-                    query_reference=self._fitted_rows_of(group),
-                    random_state=self.random_state,
-                )
+                structure = self._open_set_structure(group, g_rows)
+                if structure is None:  # a domain not seen in fit: its queries are the reference
+                    private[q_rows] = detect_private_queries(
+                        Q[q_rows],
+                        self.gallery_embedding_[g_rows],
+                        n_prototypes=self._open_set_prototypes(),
+                        random_state=self.random_state,
+                    )
+                else:
+                    private[q_rows] = judge_queries(structure, Q[q_rows])[0]
         return private
+
+    def _open_set_structure(self, domain, g_rows):
+        """Appendix B.1's clusters of fitted ``domain`` against gallery rows ``g_rows``.
+
+        Built on the first :meth:`detect_private` call for that pair and reused until the
+        gallery changes (the elbow scans and k-means cost seconds; judging a query batch
+        against them, milliseconds). None when ``domain`` was not fitted.
+        """
+        from ..open_set import fit_open_set_structure
+
+        reference = self._fitted_rows_of(domain)
+        if reference is None:
+            return None
+        if not hasattr(self, "_open_set_cache"):
+            self._open_set_cache = {}
+        key = g_rows.tobytes()
+        cached = self._open_set_cache.get(domain)
+        if cached is None or cached[0] != key:
+            structure = fit_open_set_structure(
+                reference,
+                self.gallery_embedding_[g_rows],
+                n_prototypes=self._open_set_prototypes(),
+                random_state=self.random_state,
+            )
+            cached = self._open_set_cache[domain] = (key, structure)  # one per query domain
+        return cached[1]
 
     def _fitted_rows_of(self, domain):
         """Fitted embeddings of ``domain`` (the query side of appendix B.1), if any."""
@@ -469,11 +503,13 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_gallery_indexes", None)  # faiss objects are rebuilt lazily
+        state.pop("_open_set_cache", None)  # and so are the open-set clusters
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._gallery_indexes = {}
+        self._open_set_cache = {}
 
 
 def _drop_self(dist, found, q_rows, n_neighbors):
