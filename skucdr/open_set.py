@@ -192,7 +192,7 @@ def detect_private_queries(
     for name, arr in (("gallery_emb", G), ("query_reference", R)):
         if arr.shape[1] != Q.shape[1]:
             raise ValueError(f"{name} has {arr.shape[1]} features but query_emb has {Q.shape[1]}.")
-    structure = fit_open_set_structure(
+    structure = _fit_structure(
         R,
         G,
         n_prototypes=n_prototypes,
@@ -246,6 +246,19 @@ def fit_open_set_structure(
         raise ValueError(
             f"gallery_emb has {G.shape[1]} features but query_reference has {R.shape[1]}."
         )
+    return _fit_structure(
+        R,
+        G,
+        n_prototypes=n_prototypes,
+        max_prototypes=max_prototypes,
+        n_iter=n_iter,
+        n_redo=n_redo,
+        random_state=random_state,
+    )
+
+
+def _fit_structure(R, G, *, n_prototypes, max_prototypes, n_iter, n_redo, random_state):
+    """:func:`fit_open_set_structure` on arrays already validated (float64, same width)."""
     if (
         isinstance(max_prototypes, bool)
         or not isinstance(max_prototypes, numbers.Integral)
