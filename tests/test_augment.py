@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from skucdr.nn.augment import FeatureAugment, ImageAugment, build_augment
+from skucdr.nn.augment import FeatureAugment, ImageAugment, build_augment, mix_amplitude
 
 
 def _gen(seed=0):
@@ -19,13 +19,41 @@ def test_image_augment_is_seeded_and_stays_in_range():
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
 
 
-def test_blur_off_draws_no_randomness():
-    # blur_p=0 must leave the random stream (and so earlier results) untouched
+def test_blur_and_amplitude_mix_off_draw_no_randomness():
+    # blur_p=0 / amplitude_mix_p=0 must leave the random stream (and so earlier results)
+    # untouched
     x = torch.rand(4, 3, 12, 12, generator=_gen(2))
-    aug = ImageAugment()
+    aug = ImageAugment(amplitude_mix_p=0.0)
     gen = _gen(0)
     expected = aug.photometric(aug.geometric(x, gen), gen)
     assert torch.equal(aug(x, _gen(0)), expected)
+    default = ImageAugment()
+    gen = _gen(0)
+    expected = default.amplitude_mix(default.photometric(default.geometric(x, gen), gen), gen)
+    assert torch.equal(default(x, _gen(0)), expected)
+
+
+def test_mix_amplitude_keeps_the_phase_and_mixes_the_amplitude():
+    x = torch.rand(3, 2, 10, 12, generator=_gen(5), dtype=torch.float64)
+    partners = torch.rand(3, 2, 10, 12, generator=_gen(6), dtype=torch.float64)
+    lam = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    out = mix_amplitude(x, partners, lam)
+    assert out.shape == x.shape
+    f_x, f_p, f_out = (torch.fft.fft2(v) for v in (x, partners, out))
+    want = (1 - lam.view(-1, 1, 1, 1)) * f_x.abs() + lam.view(-1, 1, 1, 1) * f_p.abs()
+    assert torch.allclose(f_out.abs(), want, atol=1e-9)
+    # same phase: the coefficients are positive multiples of the input's
+    assert torch.allclose(f_out * f_x.conj() / (f_out.abs() * f_x.abs()),
+                          torch.ones_like(f_x), atol=1e-9)
+    assert torch.allclose(out[0], x[0], atol=1e-12)  # lam = 0: unchanged
+
+
+def test_amplitude_mix_probability_selects_images_and_stays_in_range():
+    x = torch.rand(64, 3, 8, 8, generator=_gen(7))
+    out = ImageAugment(amplitude_mix_p=0.5, amplitude_mix_eta=1.0).amplitude_mix(x, _gen(0))
+    changed = (out - x).flatten(1).abs().amax(1) > 1e-6
+    assert 16 < int(changed.sum()) < 48
+    assert out.min() >= 0 and out.max() <= 1
 
 
 def test_blur_smooths_and_keeps_flat_images():

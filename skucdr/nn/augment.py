@@ -1,9 +1,11 @@
 """Batched, seeded data augmentation on tensors (no per-image Python loop).
 
 Contrastive learning needs two kinds of invariance: geometric (crop, shift, scale,
-rotation) and photometric (colour jitter, grey-scale). Both are applied here to a whole
-batch at once on the batch's device, drawing from an explicit ``torch.Generator`` so a
-fit is reproducible with ``random_state``.
+rotation) and photometric (colour jitter, grey-scale); across domains also a third, to
+style: the Fourier amplitude spectrum of an image, exchanged with another image of the
+batch while its phase (the structure) is kept. All are applied to a whole batch at once
+on the batch's device, drawing from an explicit ``torch.Generator`` so a fit is
+reproducible with ``random_state``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-__all__ = ["ImageAugment", "FeatureAugment", "build_augment"]
+__all__ = ["ImageAugment", "FeatureAugment", "build_augment", "mix_amplitude"]
 
 
 def _uniform(gen, n, low, high, device):
@@ -52,6 +54,22 @@ class ImageAugment:
         and 0.63 / 0.62 on MNIST<->optdigits (0.64 / 0.64 without).
     blur_sigma : tuple of float, default=(0.1, 2.0)
         Range of the blur's standard deviation, in pixels of the input.
+    amplitude_mix_p : float, default=0.5
+        Probability that an image's Fourier amplitude spectrum is mixed with that of a
+        random other image of the batch (FACT's amplitude mix, Xu et al., CVPR 2021),
+        after the other augmentations; the phase is kept (:func:`mix_amplitude`). The
+        retrievers' batches hold every domain in equal shares, so about half the
+        partners come from another domain: the network sees each image in the other
+        domains' "styles" (colour statistics, texture, sharpness) and learns to ignore
+        them. 0 turns it off (and draws no random numbers). Measured with
+        UniversalCDRRetriever's defaults, closed set, seeds 0 and 1: MNIST<->MNIST-M
+        cross-domain mAP@All 0.65 / 0.68 and 0.63 / 0.66 against 0.58 / 0.60 and
+        0.56 / 0.59 without (within-MNIST-M mAP@All 0.43 and 0.42 against 0.38);
+        MNIST<->optdigits 0.78 / 0.80 and 0.79 / 0.80 against 0.80 / 0.80 and
+        0.77 / 0.78. With ``amplitude_mix_eta=1`` (seed 0): 0.70 / 0.67 but
+        MNIST<->optdigits fell to 0.74 / 0.72.
+    amplitude_mix_eta : float, default=0.5
+        Largest mixing weight: ``lambda ~ U(0, amplitude_mix_eta)`` per image.
 
     Notes
     -----
@@ -75,6 +93,8 @@ class ImageAugment:
     invert_p: float = 0.5
     blur_p: float = 0.0
     blur_sigma: tuple = (0.1, 2.0)
+    amplitude_mix_p: float = 0.5
+    amplitude_mix_eta: float = 0.5
 
     def geometric(self, x, gen):
         n, device = x.shape[0], x.device
@@ -133,9 +153,51 @@ class ImageAugment:
         mask = apply.view(n, 1, 1, 1).to(x.dtype)
         return mask * blurred + (1 - mask) * x
 
+    def amplitude_mix(self, x, gen):
+        """Mix the amplitude spectra of ``amplitude_mix_p`` of the images with a partner's."""
+        if self.amplitude_mix_p <= 0:
+            return x
+        n, device = x.shape[0], x.device
+        partners = torch.randperm(n, generator=gen, device="cpu").to(device)
+        lam = _uniform(gen, n, 0, self.amplitude_mix_eta, device)
+        rows = (_uniform(gen, n, 0, 1, device) < self.amplitude_mix_p).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return x
+        mixed = mix_amplitude(x[rows], x[partners[rows]], lam[rows])
+        out = x.clone()
+        out[rows] = mixed.clamp(0, 1).to(x.dtype)
+        return out
+
     def __call__(self, x, gen):
         """Augment a batch of images with values in ``[0, 1]``."""
-        return self.photometric(self.blur(self.geometric(x, gen), gen), gen)
+        x = self.photometric(self.blur(self.geometric(x, gen), gen), gen)
+        return self.amplitude_mix(x, gen)
+
+
+def mix_amplitude(x, partners, lam):
+    """Images with the phase of ``x`` and the amplitude ``(1 - lam) |F x| + lam |F p|``.
+
+    ``F`` is the 2-D discrete Fourier transform over the last two axes, per channel.
+    Where ``|F x|`` is 0 the phase is undefined and the output's coefficient stays 0.
+
+    Parameters
+    ----------
+    x, partners : torch.Tensor of shape (n, C, H, W)
+        The images and, row by row, the images whose amplitude is mixed in.
+    lam : torch.Tensor of shape (n,)
+        Mixing weight of each row (0 returns ``x``, 1 takes the partner's amplitude).
+
+    Returns
+    -------
+    torch.Tensor of shape (n, C, H, W)
+        Real images, not clipped.
+    """
+    spec = torch.fft.rfft2(x)
+    amp = spec.abs()
+    lam = lam.view(-1, 1, 1, 1).to(amp.dtype)
+    target = (1 - lam) * amp + lam * torch.fft.rfft2(partners).abs()
+    scale = torch.where(amp > 0, target / amp.clamp_min(1e-12), torch.zeros_like(amp))
+    return torch.fft.irfft2(spec * scale, s=x.shape[-2:])
 
 
 def _luma(x):
