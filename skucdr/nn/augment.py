@@ -25,7 +25,7 @@ def _uniform(gen, n, low, high, device):
 
 @dataclass
 class ImageAugment:
-    """Random affine crop + colour jitter + random grey-scale for ``(n, C, H, W)`` batches.
+    """Random affine crop, colour jitter, grey-scale and amplitude mix for ``(n, C, H, W)`` batches.
 
     Parameters
     ----------

@@ -167,7 +167,9 @@ class UniversalCDRRetriever(BaseRetriever):
         Local state-dict file for the torchvision ResNets (nothing is downloaded).
     augment : "auto", callable or None, default="auto"
         Training augmentation; a callable ``f(batch, generator) -> batch``. ``"auto"``
-        is :class:`~skucdr.nn.augment.ImageAugment` for images, which needs pixels in
+        is :class:`~skucdr.nn.augment.ImageAugment` for images (crop, rotation, colour
+        jitter, grey-scale, inversion, and the Fourier amplitude of another image of the
+        batch mixed in: a style exchange across domains), which needs pixels in
         ``[0, 1]`` (other ranges raise a ``ValueError``; ``None`` or a callable accept
         any), and :class:`~skucdr.nn.augment.FeatureAugment` for feature vectors.
     image_shape : tuple (C, H, W), default=None
