@@ -62,11 +62,11 @@ class ImageAugment:
         partners come from another domain: the network sees each image in the other
         domains' "styles" (colour statistics, texture, sharpness) and learns to ignore
         them. 0 turns it off (and draws no random numbers). Measured with
-        UniversalCDRRetriever's defaults, closed set, seeds 0 and 1: MNIST<->MNIST-M
-        cross-domain mAP@All 0.65 / 0.68 and 0.63 / 0.66 against 0.58 / 0.60 and
-        0.56 / 0.59 without (within-MNIST-M mAP@All 0.43 and 0.42 against 0.38);
-        MNIST<->optdigits 0.78 / 0.80 and 0.79 / 0.80 against 0.80 / 0.80 and
-        0.77 / 0.78. With ``amplitude_mix_eta=1`` (seed 0): 0.70 / 0.67 but
+        UniversalCDRRetriever's defaults (``benchmarks/quality.py``, mean of 2 seeds):
+        closed-set MNIST<->MNIST-M cross-domain mAP@All 0.65 / 0.67 against 0.57 / 0.60
+        without, partial 0.54 / 0.64 against 0.45 / 0.60 (within-MNIST-M mAP@All 0.43
+        against 0.38, seed 0); MNIST<->optdigits 0.77 / 0.78 against 0.78 / 0.79.
+        With ``amplitude_mix_eta=1`` (seed 0): 0.70 / 0.67 on MNIST<->MNIST-M, but
         MNIST<->optdigits fell to 0.74 / 0.72.
     amplitude_mix_eta : float, default=0.5
         Largest mixing weight: ``lambda ~ U(0, amplitude_mix_eta)`` per image.

@@ -56,7 +56,10 @@ class TextPhaseRetriever(BaseRetriever):
     features, one per domain and pseudo-class) and the *phase-only image* (Fourier phase
     with a constant amplitude, which keeps the structure and drops much of the style).
     No code or full text of the paper is public; this is a reconstruction, and every
-    choice the paper does not pin down is listed below with what it measured.
+    choice the paper does not pin down is listed below with what it measured (figures
+    that compare settings with one another, measured before the default augmentation
+    gained its Fourier amplitude mix, :class:`~skucdr.nn.augment.ImageAugment`; the
+    current defaults' figures are in ``benchmarks/results/quality_tpsnet.md``).
 
     **Stage 1, DPG** (the first ``round(prompt_fraction * max_epochs)`` epochs):
 

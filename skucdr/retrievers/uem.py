@@ -41,7 +41,10 @@ class UniversalCDRRetriever(BaseRetriever):
     **Open set**: :meth:`detect_private` implements appendix B.1.
 
     Reconstructed choices (the paper is silent; each is measured in
-    ``benchmarks/quality.py``):
+    ``benchmarks/quality.py``; the figures below compare settings with one another and
+    were measured before the default augmentation gained its Fourier amplitude mix,
+    :class:`~skucdr.nn.augment.ImageAugment`; the current defaults' figures are in
+    ``benchmarks/results/quality_uem.md``):
 
     - The instance term of stage 1 is by default *two-view* instance discrimination
       (``instance_negatives="views"``: NT-Xent between two augmented views, SimCLR /
