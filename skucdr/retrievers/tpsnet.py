@@ -123,8 +123,8 @@ class TextPhaseRetriever(BaseRetriever):
     ``alpha=beta=0`` MNIST<->optdigits gave 0.74 / 0.76. The learned gate stays small
     (|g| < 0.05): on digits the dual-prior branch adds little to ``v``.
 
-    On the benchmark (``benchmarks/results/quality_tpsnet.md``, seed 0, same 70-epoch
-    schedule): closed set 0.59 / 0.58 (MNIST<->MNIST-M) and 0.72 / 0.75
+    On the benchmark (``benchmarks/results/archive/quality_tpsnet_no_amplitude_mix.md``,
+    seed 0, same 70-epoch schedule): closed set 0.59 / 0.58 (MNIST<->MNIST-M) and 0.72 / 0.75
     (MNIST<->optdigits) against 0.51 / 0.53 and 0.68 / 0.67 for the paper's stage 2
     (``tpsnet_paper_stage2``). Partial and open-set mAP@All moved less (partial
     0.35 / 0.47 and 0.56 / 0.59; open set 0.67 / 0.57 and 0.70 / 0.80, against
