@@ -183,11 +183,10 @@ class TextPhaseRetriever(BaseRetriever):
     - Spending 15 instead of 10 epochs on the warm-up (``prompt_fraction=0.625``, 40-epoch
       schedule) gave 0.42 / 0.41 and 0.61 / 0.59.
 
-    A default fit on two 2,500-image digit domains (MNIST<->MNIST-M) takes 266 s on 2 idle
-    CPU cores (torch's 2 threads), where UniversalCDRRetriever's default took 149 s
-    (ratio 1.8) in the same run: the 20 stage-2 epochs also run the phase CNN and the
-    attention blocks (measured before stage 2 shared one encoder pass between the tokens
-    and the residual, which removed one encoder forward per stage-2 step).
+    A default fit on two 2,500-image digit domains (MNIST<->MNIST-M) takes 253 s on 2 idle
+    CPU cores (torch's 2 threads), where UniversalCDRRetriever's default took 163 s
+    (ratio 1.55) in the same run: the 20 stage-2 epochs also run the phase CNN and the
+    attention blocks.
 
     Parameters
     ----------
