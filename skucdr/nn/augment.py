@@ -165,7 +165,7 @@ class ImageAugment:
             return x
         mixed = mix_amplitude(x[rows], x[partners[rows]], lam[rows])
         out = x.clone()
-        out[rows] = mixed.clamp(0, 1).to(x.dtype)
+        out[rows] = mixed.clamp(0, 1)
         return out
 
     def __call__(self, x, gen):

@@ -434,8 +434,6 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         reference = self._fitted_rows_of(domain)
         if reference is None:
             return None
-        if not hasattr(self, "_open_set_cache"):
-            self._open_set_cache = {}
         key = g_rows.tobytes()
         cached = self._open_set_cache.get(domain)
         if cached is None or cached[0] != key:
