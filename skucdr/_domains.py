@@ -191,6 +191,33 @@ def _check_image_shape(image_shape):
     return shape
 
 
+_COLOUR_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
+
+
+def _reject_channels_last(shape, source):
+    """Raise when an image shape reads ``(H, W, C)`` rather than ``(C, H, W)``.
+
+    The estimators (like torch) take channels first. A last axis of 1, 3 or 4 with a
+    first axis that is none of these is an ``(H, W, C)`` image (a width of 1-4 pixels is
+    not an image a CNN can use); without this check it would be taken as ``C = H`` channels
+    of width ``C`` and trained on silently.
+    """
+    if shape[-1] in _COLOUR_CHANNELS and shape[0] not in _COLOUR_CHANNELS:
+        height, width, channels = shape
+        if source == "X":
+            fix = "pass X.transpose(0, 3, 1, 2)"
+        else:
+            fix = (
+                f"pass image_shape=({channels}, {height}, {width}) with rows flattened from "
+                "channels-first images, X.transpose(0, 3, 1, 2).reshape(len(X), -1)"
+            )
+        raise ValueError(
+            f"{source} describes images of shape {shape}, which looks channels-last "
+            f"(H, W, C) = ({height}, {width}, {channels}); images must be channels-first "
+            f"(C, H, W), as in torch: {fix}."
+        )
+
+
 def check_domain_input(
     estimator, X, sample_domain=None, *, image_shape=None, reset=True, require_images=False
 ):
@@ -231,6 +258,8 @@ def check_domain_input(
         X, sample_domain = pack_domains(X)
 
     image_shape = _check_image_shape(image_shape)
+    if image_shape is not None:
+        _reject_channels_last(image_shape, "image_shape")
     if hasattr(X, "detach") and hasattr(X, "cpu"):
         X = X.detach().cpu().numpy()
     if not hasattr(X, "iloc") and not hasattr(X, "tocsr"):
@@ -241,6 +270,7 @@ def check_domain_input(
                     f"X holds images of shape {X_arr.shape[1:]}, but image_shape={image_shape}."
                 )
             image_shape = tuple(int(s) for s in X_arr.shape[1:])
+            _reject_channels_last(image_shape, "X")
             X = X_arr.reshape(X_arr.shape[0], -1)
         elif X_arr.ndim == 3:
             raise ValueError(

@@ -59,6 +59,10 @@ def test_check_domain_input_images_flattened_and_shapes():
         (dict(X=np.zeros((3, 2, 2)), sample_domain=None), "channel axis"),
         (dict(X={"a": np.zeros((2, 2))}, sample_domain=["a", "a"]), "not both"),
         (dict(X=np.zeros((3, 4)), sample_domain=None, require_images=True), "needs images"),
+        (dict(X=np.zeros((2, 8, 8, 3)), sample_domain=None), r"channels-last.*transpose"),
+        (dict(X=np.zeros((2, 8, 8, 1)), sample_domain=None), r"channels-last"),
+        (dict(X=np.zeros((2, 192)), sample_domain=None, image_shape=(8, 8, 3)),
+         r"channels-last.*image_shape=\(3, 8, 8\)"),
     ],
 )
 def test_check_domain_input_errors(kwargs, match):
@@ -66,6 +70,14 @@ def test_check_domain_input_errors(kwargs, match):
     sd = kwargs.pop("sample_domain")
     with pytest.raises(ValueError, match=match):
         check_domain_input(_Est(), X, sd, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 3), (3, 8, 4), (4, 4, 4), (13, 16, 16)])
+def test_check_domain_input_keeps_channels_first_images(shape):
+    # a colour-sized first axis is channels-first whatever the last axis; so is any
+    # channel count with an image-sized width
+    data = check_domain_input(_Est(), np.zeros((2, *shape)), None)
+    assert data.image_shape == shape
 
 
 def test_check_domain_input_rejects_float_domains():

@@ -1,0 +1,92 @@
+"""The benchmark scripts run against the library as it is (their cheap, non-learned paths).
+
+The benchmarks are not part of the package; these tests import them from ``benchmarks/``
+so that an API change that breaks them fails here rather than hours into a run.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    path = BENCHMARKS / f"{name}.py"
+    if not path.exists():
+        pytest.skip(f"{path} is not in this checkout")
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _digit_like_domains(seed=0, n_per_class=12, n_classes=10):
+    """Two domains of (n, 1, 8, 8) class-coded images, the second a shifted, noisier copy."""
+    rng = np.random.RandomState(seed)
+    codes = rng.rand(n_classes, 1, 8, 8)
+    data = {}
+    for name, noise, shift in (("mnist", 0.05, 0.0), ("optdigits", 0.1, 0.2)):
+        y = np.repeat(np.arange(n_classes), n_per_class)
+        X = np.clip(codes[y] * (1 - shift) + shift / 2 + noise * rng.randn(len(y), 1, 8, 8), 0, 1)
+        data[name] = (X.astype(np.float32), y)
+    return data
+
+
+@pytest.mark.parametrize("setting", ["closed", "partial", "open_set"])
+def test_quality_run_one_scores_both_directions(setting):
+    quality = _load("quality")
+    rows = quality.run_one("raw", ("mnist", "optdigits"), setting, 0, _digit_like_domains())
+    assert [(r["query"], r["gallery"]) for r in rows] == [
+        ("mnist", "optdigits"),
+        ("optdigits", "mnist"),
+    ]
+    for row in rows:
+        assert 0.0 < row["map_all"] <= 1.0 and 0.0 < row["p@1"] <= 1.0
+        assert row["setting"] == setting and row["method"] == "raw"
+        # the raw codes are separable: far above the 0.1 of random rankings
+        assert row["map_all"] > 0.5
+        assert ("open_set_acc" in row) == (setting == "open_set")
+        if setting == "open_set":
+            assert 0.0 <= row["open_set_acc"] <= 1.0
+
+
+def test_quality_plan_and_markdown(tmp_path):
+    quality = _load("quality")
+    plan = list(quality._plan(["uem_no_merge", "raw"], ["closed", "open_set"], [0, 1]))
+    # ablations run on the ablation pair in the open-set setting only; baselines everywhere
+    assert plan[:2] == [
+        ("uem_no_merge", ("mnist", "optdigits"), "open_set", 0),
+        ("uem_no_merge", ("mnist", "optdigits"), "open_set", 1),
+    ]
+    assert len(plan) == 2 + len(quality.PAIRS) * 2 * 2
+    rows = quality.run_one("pca", ("mnist", "optdigits"), "closed", 0, _digit_like_domains())
+    results = {quality._key("pca", ("mnist", "optdigits"), "closed", 0): {"rows": rows}}
+    json.dumps(results, default=float)  # what main() writes
+    out = tmp_path / "q.md"
+    quality.write_markdown(results, out)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 + 2 and lines[2].startswith("| pca | closed | mnist→optdigits | 1 |")
+
+
+def test_supervised_ceiling_halves_are_disjoint_and_stratified():
+    ceiling = _load("supervised_ceiling")
+    y = np.repeat(np.arange(3), [5, 6, 7])
+    train = ceiling.stratified_halves(y, np.random.default_rng(0))
+    assert train.dtype == bool and train.shape == y.shape
+    assert np.bincount(y[train]).tolist() == [3, 3, 4]  # ceil(n_c / 2) of every class
+    again = ceiling.stratified_halves(y, np.random.default_rng(0))
+    np.testing.assert_array_equal(train, again)
+
+
+def test_supervised_ceiling_loss_prefers_grouped_classes():
+    torch = pytest.importorskip("torch")
+    ceiling = _load("supervised_ceiling")
+    labels = torch.tensor([0, 0, 1, 1])
+    grouped = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1, 0.1], [0, 1], [0.1, 1]]))
+    mixed = grouped[[0, 2, 1, 3]]
+    loss = ceiling.supervised_contrastive_loss
+    assert loss(grouped, labels) < loss(mixed, labels)
