@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from skucdr.datasets import load_digit_domains
+from skucdr.datasets._digits import _stratified_halves
 from skucdr.metrics import mean_average_precision
 from skucdr.nn.augment import ImageAugment
 from skucdr.nn.encoders import EmbeddingNet, build_encoder
@@ -37,11 +38,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def stratified_halves(y, rng):
-    """Boolean mask of a stratified half of ``y`` (the training half)."""
+    """Boolean mask of a stratified half of ``y`` (the training half).
+
+    The rule of the library's own domain splits (:mod:`skucdr.datasets`): rows shuffled,
+    then the first ``ceil(n_c / 2)`` of every class.
+    """
     train = np.zeros(len(y), dtype=bool)
-    for label in np.unique(y):
-        rows = rng.permutation(np.flatnonzero(y == label))
-        train[rows[: len(rows) // 2]] = True
+    train[_stratified_halves(y, rng)[0]] = True
     return train
 
 
