@@ -216,7 +216,8 @@ def test_stage2_matching_and_kept_instance_term(two_domains, matching):
     assert 0 <= last["stat_convincing_rate"] <= 1
 
 
-def test_read_only_input_transforms_without_warning(two_domains, fitted):
+def test_read_only_input_fits_and_transforms_without_warning(two_domains, fitted):
+    # e.g. the float32 values of a pandas DataFrame under copy-on-write are read-only
     import warnings
 
     X, _, d = two_domains
@@ -226,6 +227,8 @@ def test_read_only_input_transforms_without_warning(two_domains, fitted):
         warnings.simplefilter("error")
         np.testing.assert_array_equal(fitted.transform(frozen, sample_domain=d),
                                       fitted.transform(X, sample_domain=d))
+        refit = UniversalCDRRetriever(**TINY).fit(frozen, sample_domain=d)
+    np.testing.assert_array_equal(refit.gallery_embedding_, fitted.gallery_embedding_)
 
 
 def test_verbose_prints_one_named_line_per_epoch(two_domains, capsys):

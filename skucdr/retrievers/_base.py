@@ -133,7 +133,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _training_inputs(self, data):
         """The fitted rows as a CPU tensor (images reshaped) and the encoder to train."""
-        X = torch.from_numpy(data.X)
+        # torch warns on read-only arrays (e.g. a float32 DataFrame's values); training
+        # never writes to X, but a copy keeps that promise out of torch's hands
+        X = torch.from_numpy(data.X if data.X.flags.writeable else data.X.copy())
         if data.image_shape is not None:
             X = X.view(-1, *data.image_shape)
         encoder = build_encoder(
