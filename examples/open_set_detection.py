@@ -3,7 +3,7 @@
 The gallery (optdigits) keeps a seeded half of the digits; MNIST queries of the other
 half have no match and should be flagged by ``detect_private`` (UEM, appendix B.1).
 
-Run: python examples/open_set_detection.py [--max-epochs N]
+Run: python examples/open_set_detection.py [--max-epochs N] [--n-per-domain N]
 """
 
 import argparse
@@ -16,9 +16,15 @@ from skucdr.metrics import mean_average_precision
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--max-epochs", type=int, default=None)
+parser.add_argument("--n-per-domain", type=int, default=None,
+                    help="a random subset of each domain, for a quick run")
 args = parser.parse_args()
 
 data = load_digit_domains(("mnist", "optdigits"))
+if args.n_per_domain:
+    rng = np.random.default_rng(0)
+    data = {name: (X[idx], y[idx]) for name, (X, y) in data.items()
+            for idx in [rng.choice(len(X), min(args.n_per_domain, len(X)), replace=False)]}
 shift = make_category_shift({k: v[1] for k, v in data.items()}, "open_set", query_domain="mnist")
 print("gallery keeps", shift.gallery_classes, "- private query classes:", shift.private_classes)
 X, y, domains = pack_domains(shift.apply(data))

@@ -57,7 +57,7 @@ def pack_domains(mapping):
     >>> import numpy as np
     >>> from skucdr import pack_domains
     >>> X, d = pack_domains({"art": np.zeros((2, 3)), "photo": np.ones((1, 3))})
-    >>> X.shape, list(d)
+    >>> X.shape, d.tolist()
     ((3, 3), ['art', 'art', 'photo'])
     """
     if not isinstance(mapping, Mapping):
