@@ -703,7 +703,7 @@ class PrototypeClusterer(
         Domains seen in ``fit``, in order of first appearance (the first is the frame).
     n_features_in_ : int
         Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen in ``fit``, when ``X`` has string column names.
 
     See Also

@@ -121,7 +121,7 @@ class FaissCosineIndex(BaseEstimator):
 
     Attributes
     ----------
-    embeddings_ : ndarray of shape (n_samples_fit_, n_features_in_), dtype float32
+    embeddings_ : ndarray of shape (`n_samples_fit_`, `n_features_in_`), dtype float32
         The L2-normalised copy of the fitted rows. It is what a pickle keeps.
     n_samples_fit_ : int
         Number of indexed rows.

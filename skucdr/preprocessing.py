@@ -210,7 +210,7 @@ class PhasePriorExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
     ----------
     n_features_in_ : int
         Number of values per input row (``C*H*W`` for images).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the input features, when ``X`` was a DataFrame with string column names.
     image_shape_ : tuple (C, H, W)
         The shape of one input image as seen in ``fit``.

@@ -121,7 +121,7 @@ class TextPhaseRetriever(BaseRetriever):
     default; the earlier default 0.53 / 0.53 and 0.68 / 0.64; UEM's default on the same
     copies 0.73 / 0.74 and 0.75 / 0.78). The paper's losses still help a little: with
     ``alpha=beta=0`` MNIST<->optdigits gave 0.74 / 0.76. The learned gate stays small
-    (|g| < 0.05): on digits the dual-prior branch adds little to ``v``.
+    (``|g| < 0.05``): on digits the dual-prior branch adds little to ``v``.
 
     On the benchmark (``benchmarks/results/archive/quality_tpsnet_no_amplitude_mix.md``,
     seed 0, same 70-epoch schedule): closed set 0.59 / 0.58 (MNIST<->MNIST-M) and 0.72 / 0.75
