@@ -79,6 +79,10 @@ class ImageAugment:
     separate images by them. Measured on MNIST<->MNIST-M with UEM's two-view stage 1
     (20 epochs): cross-domain mAP@All 0.54 with these defaults; TPSNet's warm-up rose
     from 0.27 to 0.42 with them.
+
+    Saturation, hue and grey-scale act on three-channel (RGB) batches only; other
+    channel counts (grey, or RGB plus a phase channel from
+    :class:`~skucdr.PhasePriorExtractor`) get brightness, contrast and inversion.
     """
 
     scale: tuple = (0.75, 1.1)
