@@ -335,13 +335,13 @@ def choose_n_prototypes_elbow(
     """Choose the number of prototypes with the elbow of the spherical k-means inertia.
 
     Runs :func:`spherical_kmeans` for every ``k`` in ``[k_min, k_max]``, plus ``k = 1`` as the
-    curve's anchor, and returns the knee of the inertia curve: both axes are scaled to ``[0, 1]`` and the knee is the ``k`` whose
-    inertia lies farthest below the chord joining the first and last points of the curve
-    (Kneedle, Satopää et al. 2011, without smoothing; equivalently the point of maximum
-    distance to the chord). Every run draws one greedy k-means++ seeding of ``k_max`` seeds
-    and seeds each ``k`` with its first ``k`` seeds (one draw instead of one per ``k``); the
-    curve is made non-increasing (running minimum) before the knee is taken, since the
-    optimal inertia never grows with ``k``.
+    curve's anchor, and returns the knee of the inertia curve: both axes are scaled to ``[0, 1]``
+    and the knee is the ``k`` whose inertia lies farthest below the chord joining the first and last
+    points of the curve (Kneedle, Satopää et al. 2011, without smoothing; equivalently the point of
+    maximum distance to the chord). Every run draws one greedy k-means++ seeding of ``k_max`` seeds
+    and seeds each ``k`` with its first ``k`` seeds (one draw instead of one per ``k``); the curve
+    is made non-increasing (running minimum) before the knee is taken, since the optimal inertia
+    never grows with ``k``.
 
     Parameters
     ----------
@@ -660,9 +660,9 @@ class PrototypeClusterer(
     n_prototypes : "elbow", int or dict, default="elbow"
         Prototypes per domain: chosen per domain with
         :func:`choose_n_prototypes_elbow` (``k`` in ``[2, min(max_prototypes, n_d // 10)]``),
-        the same given number for every domain, or a dict ``{domain: k or "elbow"}``. A fixed ``k`` above a domain's number of
-        categories splits some of them; the close halves then shrink Eq. 9's threshold and
-        few prototypes merge.
+        the same given number for every domain, or a dict ``{domain: k or "elbow"}``. A fixed ``k``
+        above a domain's number of categories splits some of them; the close halves then shrink
+        Eq. 9's threshold and few prototypes merge.
     merge : bool, default=True
         Merge matched prototypes across domains. With False the (translated) prototypes of
         all domains are concatenated, domain after domain.

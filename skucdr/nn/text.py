@@ -472,10 +472,11 @@ def _placeholder_run(tower, token_ids, n_ctx):
 class PromptLearner(nn.Module):
     """Learnable prompts, a template and M context vectors, per (domain, class).
 
-    Each prompt reads ``"<template> [X]_1 [X]_2 ... [X]_M"``. The template's token embeddings come from the frozen tower; the M context vectors of
-    every (domain, class) are the only trainable parameters (initialised from
-    ``N(0, init_std^2)`` as in CoOp/CLIP-ReID). Text features are the tower's features of
-    the full prompt embedding sequences.
+    Each prompt reads ``"<template> [X]_1 [X]_2 ... [X]_M"``. The template's token
+    embeddings come from the frozen tower; the M context vectors of every (domain, class)
+    are the only trainable parameters (initialised from ``N(0, init_std^2)`` as in
+    CoOp/CLIP-ReID). Text features are the tower's features of the full prompt embedding
+    sequences.
 
     Parameters
     ----------
