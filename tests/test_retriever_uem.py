@@ -1,11 +1,13 @@
 """Behaviour of UniversalCDRRetriever on tiny data (the shared retriever surface)."""
 
+import copy
 import io
 
 import joblib
 import numpy as np
 import pytest
 import sklearn
+import torch
 from sklearn.model_selection import GridSearchCV
 
 from skucdr import UniversalCDRRetriever
@@ -91,6 +93,24 @@ def test_joblib_round_trip_is_identical(two_domains, fitted):
                                   fitted.transform(X, sample_domain=d))
     np.testing.assert_array_equal(loaded.kneighbors(X[:4], 3, sample_domain=d[:4])[1],
                                   fitted.kneighbors(X[:4], 3, sample_domain=d[:4])[1])
+
+
+def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu(two_domains, fitted, monkeypatch):
+    # A CPU fit posing as a CUDA one exercises the packing and the fallback here; the
+    # real CUDA -> CPU load is checked on a GPU machine (.devrun-style script, see notes).
+    X, _, d = two_domains
+    posing = copy.deepcopy(fitted)
+    posing.device_ = posing.net_.device = "cuda"
+    buffer = io.BytesIO()
+    joblib.dump(posing, buffer)
+    buffer.seek(0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="fitted on device 'cuda'.*loaded on the CPU"):
+        loaded = joblib.load(buffer)
+    assert loaded.device_ == "cpu" and loaded.net_.device == "cpu"
+    assert loaded.history_ is loaded.net_.history
+    np.testing.assert_array_equal(loaded.transform(X, sample_domain=d),
+                                  fitted.transform(X, sample_domain=d))
 
 
 def test_history_and_detect_private(two_domains, fitted):

@@ -182,6 +182,43 @@ def test_prompt_learning_separates_classes(tower):
     assert torch.equal((images @ text.T).argmax(1), labels)
 
 
+class _SubmoduleTower(torch.nn.Module):
+    """A user's minimal tower: ``token_embedding`` is a submodule, not a method."""
+
+    embed_dim, output_dim, context_length = 8, 4, 12
+
+    def __init__(self):
+        super().__init__()
+        self.token_embedding = torch.nn.Embedding(10, 8)
+        self.proj = torch.nn.Linear(8, 4)
+
+    def tokenize(self, texts):
+        ids = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = text.replace(".", " .").split()[: self.context_length - 1]
+            ids[row, : len(words)] = torch.tensor([1 + (w == "X") for w in words])
+            ids[row, len(words)] = 9  # end of text, the highest id (as in CLIP)
+        return ids
+
+    def encode_prompts(self, prompt_embeddings, token_ids):
+        eot = token_ids.argmax(dim=1)
+        return self.proj(prompt_embeddings[torch.arange(len(eot)), eot])
+
+
+def test_protocol_check_sees_submodule_members_on_every_python():
+    # Python >= 3.12's runtime protocols use getattr_static, blind to nn.Module
+    # submodules; the check must still accept such a tower and reject incomplete ones
+    custom = _SubmoduleTower()
+    assert isinstance(custom, TextTower)
+    assert PromptLearner(custom, 2, 3, n_ctx=2).all_features().shape == (2, 3, 4)
+    del custom.proj  # encode_prompts still exists: the protocol is structural
+    incomplete = torch.nn.Module()
+    incomplete.token_embedding = torch.nn.Embedding(3, 2)
+    assert not isinstance(incomplete, TextTower)
+    with pytest.raises(TypeError, match="TextTower"):
+        PromptLearner(incomplete, 2, 3)
+
+
 # --- OpenCLIPTextTower (optional dependency) ----------------------------------------------
 
 

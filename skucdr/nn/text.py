@@ -45,8 +45,27 @@ DEFAULT_VOCAB = tuple(
 PLACEHOLDER = "X"
 
 
+_TOWER_ATTRIBUTES = ("embed_dim", "output_dim", "context_length")
+_TOWER_METHODS = ("tokenize", "token_embedding", "encode_prompts")
+
+
+class _DynamicProtocolMeta(type(Protocol)):
+    """``isinstance`` by ordinary attribute lookup, as ``typing`` did before Python 3.12.
+
+    From Python 3.12 a runtime-checkable protocol looks members up with
+    ``inspect.getattr_static``, which does not see what an ``nn.Module`` keeps in its
+    ``_modules`` / ``_parameters`` dicts: a tower whose ``token_embedding`` is an
+    ``nn.Embedding`` submodule would fail ``isinstance(tower, TextTower)``.
+    """
+
+    def __instancecheck__(cls, instance):
+        return all(hasattr(instance, name) for name in _TOWER_ATTRIBUTES) and all(
+            callable(getattr(instance, name, None)) for name in _TOWER_METHODS
+        )
+
+
 @runtime_checkable
-class TextTower(Protocol):
+class TextTower(Protocol, metaclass=_DynamicProtocolMeta):
     """What :class:`PromptLearner` needs from a frozen text encoder.
 
     A text tower maps token ids to token embeddings, and a sequence of token embeddings
@@ -64,6 +83,12 @@ class TextTower(Protocol):
         Size of a sentence feature.
     context_length : int
         Length ``L`` of every token sequence that :meth:`tokenize` returns.
+
+    Notes
+    -----
+    ``isinstance(obj, TextTower)`` checks that these members exist by ordinary attribute
+    lookup on every Python version, so members that an ``nn.Module`` holds as submodules
+    (e.g. an ``nn.Embedding`` as ``token_embedding``) count.
     """
 
     embed_dim: int

@@ -13,6 +13,7 @@ gallery, open-set detection, scoring, metadata requests and persistence — live
 
 from __future__ import annotations
 
+import io
 import numbers
 import os
 import warnings
@@ -504,12 +505,49 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         state = self.__dict__.copy()
         state.pop("_gallery_indexes", None)  # faiss objects are rebuilt lazily
         state.pop("_open_set_cache", None)  # and so are the open-set clusters
+        if state.get("device_", "cpu") != "cpu" and "net_" in state:
+            # Plain pickling stores GPU tensors that only a machine with that GPU can
+            # unpickle (skorch maps its module and optimizer, not the tensors its
+            # callbacks hold). torch.save's format lets __setstate__ map them all.
+            buffer = io.BytesIO()
+            torch.save(state.pop("net_"), buffer)
+            state["_net_torch_bytes"] = buffer.getvalue()
         return state
 
     def __setstate__(self, state):
+        packed = state.pop("_net_torch_bytes", None)
+        if packed is not None:
+            state["net_"], state["device_"] = _load_net(packed, state["device_"])
+            if "history_" in state:
+                state["history_"] = state["net_"].history
         self.__dict__.update(state)
         self._gallery_indexes = {}
         self._open_set_cache = {}
+
+
+def _device_available(device):
+    kind = torch.device(device).type
+    is_available = getattr(getattr(torch, kind, None), "is_available", None)  # torch.cuda ...
+    return kind == "cpu" or not callable(is_available) or bool(is_available())
+
+
+def _load_net(packed, device):
+    """Unpickle a net saved on ``device``; onto the CPU when that device is missing here."""
+    from skorch.exceptions import DeviceWarning
+
+    if not _device_available(device):
+        warnings.warn(
+            f"This retriever was fitted on device {device!r}, which is not available "
+            "here; it is loaded on the CPU (transform and kneighbors run there).",
+            UserWarning,
+            stacklevel=3,
+        )
+        device = "cpu"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeviceWarning)  # skorch's, same news
+        net = torch.load(io.BytesIO(packed), map_location=device, weights_only=False)
+    net.device = device
+    return net, device
 
 
 def _drop_self(dist, found, q_rows, n_neighbors):
