@@ -24,6 +24,7 @@ Usage::
     python benchmarks/quality.py --quick              # one seed, closed set, the main rows
     python benchmarks/quality.py                      # everything, 2 seeds (hours on 2 cores)
     python benchmarks/quality.py --methods uem raw --settings closed --seeds 0
+    python benchmarks/quality.py --quick --device cuda --out gpu.json   # on a GPU
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ ABLATIONS = {"uem_no_merge", "uem_no_sel", "uem_no_alignment", "uem_dann", "uem_
 QUICK_METHODS = ("raw", "pca", "uem_stage1", "uem", "tpsnet")
 
 
-def _embed(method, seed, X, sample_domain):
-    """Fit ``method`` transductively; return embeddings, the fitted model, seconds."""
+def _embed(method, seed, X, sample_domain, device="cpu"):
+    """Fit ``method`` transductively on ``device``; return embeddings, model, seconds."""
     start = time.perf_counter()
     flat = X.reshape(len(X), -1)
     if method == "raw":
@@ -126,6 +127,8 @@ def _embed(method, seed, X, sample_domain):
         Z = PCA(n_components=64, random_state=seed).fit_transform(flat)
         return Z, None, time.perf_counter() - start
     model = METHODS[method][0](seed)
+    model.set_params(**{name: device for name in model.get_params()
+                        if name == "device" or name.endswith("__device")})
     if hasattr(model, "steps"):  # a Pipeline: sample_domain reaches every step by routing
         import sklearn
 
@@ -163,7 +166,7 @@ def _direction_scores(Z, y, domains, query, gallery, model, shift, X):
     return row
 
 
-def run_one(method, pair, setting, seed, data):
+def run_one(method, pair, setting, seed, data, device="cpu"):
     a, b = pair
     directions = [(a, b), (b, a)]
     rows = []
@@ -178,10 +181,11 @@ def run_one(method, pair, setting, seed, data):
         X = np.concatenate([subset[a][0], subset[b][0]])
         y = np.concatenate([subset[a][1], subset[b][1]])
         domains = np.array([a] * len(subset[a][0]) + [b] * len(subset[b][0]))
-        Z, model, seconds = _embed(method, seed, X, domains)
+        Z, model, seconds = _embed(method, seed, X, domains, device)
         for query, gallery in dirs:
             row = _direction_scores(Z, y, domains, query, gallery, model, shift, X)
-            row.update(method=method, setting=setting, seed=seed, fit_seconds=seconds)
+            row.update(method=method, setting=setting, seed=seed, fit_seconds=seconds,
+                       device=device)
             rows.append(row)
     return rows
 
@@ -231,6 +235,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="JSON file (default: results/quality[_quick].json)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 when several benchmarks share the cores)")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of the learned methods (committed results: cpu)")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -248,11 +254,11 @@ def main(argv=None):
         if key in results:
             continue
         try:
-            rows = run_one(method, pair, setting, seed, data)
+            rows = run_one(method, pair, setting, seed, data, args.device)
         except ImportError as exc:  # e.g. a method that is not implemented in this checkout
             print(f"skip {key}: {exc}", flush=True)
             continue
-        results[key] = {"rows": rows, "threads": args.threads}
+        results[key] = {"rows": rows, "threads": args.threads, "device": args.device}
         tmp = out.with_suffix(".partial.json")
         tmp.write_text(json.dumps(results, indent=1, default=float))
         os.replace(tmp, out)

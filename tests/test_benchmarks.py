@@ -72,6 +72,44 @@ def test_quality_plan_and_markdown(tmp_path):
     assert len(lines) == 2 + 2 and lines[2].startswith("| pca | closed | mnist→optdigits | 1 |")
 
 
+def test_quality_device_reaches_every_learned_step(monkeypatch):
+    import sklearn
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.pipeline import make_pipeline
+
+    quality = _load("quality")
+
+    class Recorder(TransformerMixin, BaseEstimator):
+        def __init__(self, device="cpu"):
+            self.device = device
+
+        def fit(self, X, y=None, sample_domain=None):
+            self.gallery_embedding_ = X.reshape(len(X), -1)
+            return self
+
+        def transform(self, X, sample_domain=None):
+            return X.reshape(len(X), -1)
+
+        def fit_transform(self, X, y=None, sample_domain=None):
+            return self.fit(X).transform(X, sample_domain=sample_domain)
+
+    def _requesting(step):
+        with sklearn.config_context(enable_metadata_routing=True):
+            return step.set_fit_request(sample_domain=True).set_transform_request(
+                sample_domain=True)
+
+    X = np.zeros((4, 1, 2, 2), dtype=np.float32)
+    domains = np.array(["a", "a", "b", "b"])
+    monkeypatch.setitem(quality.METHODS, "bare", (lambda seed: Recorder(), ("closed",)))
+    _, model, _ = quality._embed("bare", 0, X, domains, device="cuda:1")
+    assert model.device == "cuda:1"
+    monkeypatch.setitem(quality.METHODS, "piped",
+                        (lambda seed: make_pipeline(_requesting(Recorder()),
+                                                    _requesting(Recorder())), ("closed",)))
+    _, model, _ = quality._embed("piped", 0, X, domains, device="mps")
+    assert [step.device for _, step in model.steps] == ["mps", "mps"]
+
+
 def test_supervised_ceiling_halves_are_disjoint_and_stratified():
     ceiling = _load("supervised_ceiling")
     y = np.repeat(np.arange(3), [5, 6, 7])
