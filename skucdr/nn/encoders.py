@@ -20,6 +20,7 @@ __all__ = [
     "ModuleEncoder",
     "EmbeddingNet",
     "build_encoder",
+    "adapt_first_conv_weight",
     "ENCODER_NAMES",
 ]
 
@@ -153,7 +154,48 @@ class ModuleEncoder(nn.Module):
         return out.flatten(1)
 
 
+#: Channel statistics of ImageNet, which torchvision's ResNet weights expect.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def adapt_first_conv_weight(weight, in_channels):
+    """Weights of an RGB convolution adapted to ``in_channels`` input channels.
+
+    The RGB filters are repeated cyclically over the new channels and scaled by
+    ``3 / in_channels`` (the rule of timm's ``adapt_input_conv``), so an input whose
+    channels repeat an RGB image cyclically (e.g. 6 channels ``[R, G, B, R, G, B]``)
+    gets the response the RGB image gets; for one channel this sums the RGB filters.
+
+    Parameters
+    ----------
+    weight : torch.Tensor of shape (out_channels, 3, kH, kW)
+    in_channels : int
+
+    Returns
+    -------
+    torch.Tensor of shape (out_channels, in_channels, kH, kW)
+    """
+    if weight.shape[1] != 3:
+        raise ValueError(
+            f"Expected the weight of an RGB convolution, got shape {tuple(weight.shape)}."
+        )
+    if in_channels == 3:
+        return weight.clone()
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    channels = torch.arange(in_channels) % 3
+    return weight[:, channels] * (3 / in_channels)
+
+
 class _TorchvisionResNet(nn.Module):
+    """A torchvision ResNet trunk (no ``fc``), fed ImageNet-normalised inputs.
+
+    Grey images (one channel) are repeated into RGB, exactly what the weights saw on
+    ImageNet's grey pictures; other channel counts get a first convolution adapted by
+    :func:`adapt_first_conv_weight` (random when no weights are given).
+    """
+
     def __init__(self, arch, in_channels, weights_path):
         super().__init__()
         try:
@@ -175,14 +217,25 @@ class _TorchvisionResNet(nn.Module):
                     f"encoder_weights {weights_path!r} does not fit {arch}: missing keys "
                     f"{real_missing[:5]}..."
                 )
-        if in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.repeat_grey = in_channels == 1
+        channels = torch.arange(3 if self.repeat_grey else in_channels) % 3
+        mean, std = torch.tensor(_IMAGENET_MEAN)[channels], torch.tensor(_IMAGENET_STD)[channels]
+        self.register_buffer("mean", mean.view(1, -1, 1, 1))
+        self.register_buffer("std", std.view(1, -1, 1, 1))
+        if in_channels not in (1, 3):
+            conv = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            if weights_path is not None:
+                with torch.no_grad():
+                    conv.weight.copy_(adapt_first_conv_weight(net.conv1.weight, in_channels))
+            net.conv1 = conv
         self.body = nn.Sequential(*list(net.children())[:-2])
         self.feature_dim = net.fc.in_features
         self.map_channels = net.fc.in_features
 
     def forward_map(self, x):
-        return self.body(x)
+        if self.repeat_grey:
+            x = x.expand(-1, 3, -1, -1)
+        return self.body((x - self.mean) / self.std)
 
     def forward(self, x):
         return self.forward_map(x).mean(dim=(2, 3))

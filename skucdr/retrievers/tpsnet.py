@@ -274,7 +274,10 @@ class TextPhaseRetriever(BaseRetriever):
         weights from ``encoder_weights``), or your own module returning a feature map
         ``(n, C, h, w)`` (or a vector, used as a single token).
     encoder_weights : str or path, default=None
-        Local state-dict file for the torchvision ResNets (nothing is downloaded).
+        Local state-dict file for the torchvision ResNets (nothing is downloaded). The
+        ResNets see ImageNet-normalised pixels; grey images are repeated into RGB, other
+        channel counts get the first convolution's RGB filters repeated cyclically
+        (:func:`~skucdr.nn.encoders.adapt_first_conv_weight`).
     augment : "auto", callable or None, default="auto"
         Training augmentation ``f(batch, generator) -> batch`` of images in ``[0, 1]``;
         ``"auto"`` is :class:`~skucdr.nn.augment.ImageAugment` (grey-scale and

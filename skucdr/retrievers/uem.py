@@ -168,7 +168,10 @@ class UniversalCDRRetriever(BaseRetriever):
         Backbone: a small CNN for images, an MLP for feature vectors, a torchvision
         ResNet (needs torchvision; weights from ``encoder_weights``), or your own module.
     encoder_weights : str or path, default=None
-        Local state-dict file for the torchvision ResNets (nothing is downloaded).
+        Local state-dict file for the torchvision ResNets (nothing is downloaded). The
+        ResNets see ImageNet-normalised pixels; grey images are repeated into RGB, other
+        channel counts get the first convolution's RGB filters repeated cyclically
+        (:func:`~skucdr.nn.encoders.adapt_first_conv_weight`).
     augment : "auto", callable or None, default="auto"
         Training augmentation; a callable ``f(batch, generator) -> batch``. ``"auto"``
         is :class:`~skucdr.nn.augment.ImageAugment` for images (crop, rotation, colour
