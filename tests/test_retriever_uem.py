@@ -113,6 +113,29 @@ def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu(two_domains, fitted, mon
                                   fitted.transform(X, sample_domain=d))
 
 
+def test_model_fitted_on_a_missing_gpu_index_loads_on_the_cpu(two_domains, fitted,
+                                                             monkeypatch):
+    posing = copy.deepcopy(fitted)
+    posing.device_ = posing.net_.device = "cuda:3"
+    buffer = io.BytesIO()
+    joblib.dump(posing, buffer)
+    buffer.seek(0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.warns(UserWarning, match="fitted on device 'cuda:3'"):
+        loaded = joblib.load(buffer)
+    assert loaded.device_ == "cpu"
+
+
+@pytest.mark.parametrize("device, gpu_here, expected", [
+    ("cpu", True, False), ("auto", False, False), ("auto", True, True), ("cuda", False, True),
+])
+def test_non_deterministic_tag_follows_the_device(monkeypatch, device, gpu_here, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_here)
+    tags = UniversalCDRRetriever(device=device).__sklearn_tags__()
+    assert tags.non_deterministic is expected
+
+
 def test_history_and_detect_private(two_domains, fitted):
     X, _, d = two_domains
     assert "loss_ince" in fitted.history_[0]

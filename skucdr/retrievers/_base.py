@@ -498,7 +498,10 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         tags.target_tags.required = False
         tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
         tags.input_tags.two_d_array = True
-        tags.non_deterministic = str(self.device).startswith("cuda")
+        # GPU kernels are not run-to-run reproducible; "auto" picks the GPU when there is one
+        device = str(self.device)
+        tags.non_deterministic = device != "cpu" and (device != "auto"
+                                                      or torch.cuda.is_available())
         return tags
 
     def __getstate__(self):
@@ -509,9 +512,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             # Plain pickling stores GPU tensors that only a machine with that GPU can
             # unpickle (skorch maps its module and optimizer, not the tensors its
             # callbacks hold). torch.save's format lets __setstate__ map them all.
-            buffer = io.BytesIO()
-            torch.save(state.pop("net_"), buffer)
-            state["_net_torch_bytes"] = buffer.getvalue()
+            state["_net_torch_bytes"] = _dump_net(state.pop("net_"))
         return state
 
     def __setstate__(self, state):
@@ -526,15 +527,29 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
 
 def _device_available(device):
-    kind = torch.device(device).type
-    is_available = getattr(getattr(torch, kind, None), "is_available", None)  # torch.cuda ...
-    return kind == "cpu" or not callable(is_available) or bool(is_available())
+    device = torch.device(device)
+    if device.type == "cpu":
+        return True
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu ...
+    is_available = getattr(backend, "is_available", None)
+    if callable(is_available) and not is_available():
+        return False
+    count = getattr(backend, "device_count", None)  # "cuda:1" on a one-GPU machine
+    return device.index is None or not callable(count) or device.index < count()
+
+
+def _dump_net(net):
+    """A net's class and attributes in torch.save's format (see :func:`_load_net`)."""
+    buffer = io.BytesIO()
+    # the attributes, not the net: skorch's own pickling would choose the device of its
+    # module and optimizer by itself at load time (and fail on a missing "cuda:3")
+    torch.save({"class": type(net), "attributes": dict(net.__dict__)}, buffer)
+    return buffer.getvalue()
 
 
 def _load_net(packed, device):
-    """Unpickle a net saved on ``device``; onto the CPU when that device is missing here."""
-    from skorch.exceptions import DeviceWarning
-
+    """Rebuild a net saved by :func:`_dump_net` on ``device``, or on the CPU when that
+    device is missing here; returns the net and the device it is on."""
     if not _device_available(device):
         warnings.warn(
             f"This retriever was fitted on device {device!r}, which is not available "
@@ -543,9 +558,9 @@ def _load_net(packed, device):
             stacklevel=3,
         )
         device = "cpu"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeviceWarning)  # skorch's, same news
-        net = torch.load(io.BytesIO(packed), map_location=device, weights_only=False)
+    saved = torch.load(io.BytesIO(packed), map_location=device, weights_only=False)
+    net = saved["class"].__new__(saved["class"])
+    net.__dict__.update(saved["attributes"])
     net.device = device
     return net, device
 
