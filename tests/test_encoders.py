@@ -81,3 +81,26 @@ def test_resnet_without_torchvision_says_so(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_torchvision)
     with pytest.raises(ImportError, match="needs torchvision"):
         build_encoder("resnet18", image_shape=(3, 32, 32), n_features=None)
+
+
+class _SameDeviceOnly(torch.nn.Module):
+    """Fails like a GPU module fed a CPU batch (torch's own check is skipped on "meta")."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(192, 5)
+
+    def forward(self, x):
+        if x.device != self.linear.weight.device:
+            raise RuntimeError("Expected all tensors to be on the same device")
+        return self.linear(x.flatten(1))
+
+
+def test_user_module_is_probed_on_its_own_device():
+    # a user's module already on another device (a GPU; "meta" stands in for it here) is
+    # probed there instead of failing on a CPU example batch
+    module = _SameDeviceOnly().to("meta")
+    encoder = build_encoder(module, image_shape=(3, 8, 8), n_features=192,
+                            example=torch.rand(2, 3, 8, 8))
+    assert encoder.feature_dim == 5
+    assert module.linear.weight.device.type == "meta"  # the user's module is untouched

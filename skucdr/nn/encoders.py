@@ -123,9 +123,11 @@ class ModuleEncoder(nn.Module):
         self.module = copy.deepcopy(module)
         was_training = self.module.training
         self.module.eval()
+        # a module already on a GPU probes on it (training moves it to the fit's device)
+        device = next((t.device for t in self.module.parameters()), torch.device("cpu"))
         with torch.no_grad():
             try:
-                out = self.module(example)
+                out = self.module(example.to(device))
             except Exception as exc:
                 raise ValueError(
                     f"The encoder module {type(module).__name__} failed on an input batch of "
