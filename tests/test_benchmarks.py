@@ -128,3 +128,23 @@ def test_supervised_ceiling_loss_prefers_grouped_classes():
     mixed = grouped[[0, 2, 1, 3]]
     loss = ceiling.supervised_contrastive_loss
     assert loss(grouped, labels) < loss(mixed, labels)
+
+
+def test_cuda_check_runs_its_checks_on_the_cpu():
+    # the GPU script's checks, on the CPU and tiny data, so that it still runs when a GPU
+    # machine is at hand
+    cuda_check = _load("cuda_check")
+    from skucdr import UniversalCDRRetriever
+
+    data = _digit_like_domains()
+    X = np.concatenate([data["mnist"][0], data["optdigits"][0]])
+    y = np.concatenate([data["mnist"][1], data["optdigits"][1]])
+    d = np.repeat(["mnist", "optdigits"], [len(data["mnist"][0]), len(data["optdigits"][0])])
+    model = UniversalCDRRetriever(max_epochs=1, batch_size=16, n_components=8,
+                                  n_prototypes=3, device="cpu", random_state=0)
+    found = cuda_check.check_model(model, X, y, d, "cpu")
+    assert found["device_"] == found["parameters_on"] == "cpu"
+    assert found["joblib_round_trip_identical"]
+    loaded = found["load_without_gpu"]
+    assert loaded["returncode"] == 0, loaded["stderr_tail"]
+    assert loaded["device_"] == "cpu" and float(loaded["max_abs_embedding_diff"]) == 0.0
