@@ -187,7 +187,9 @@ class UniversalCDRRetriever(BaseRetriever):
     index_params : dict, default=None
         Search knobs of the index (``nprobe``, ``ef_search``).
     device : str, default="auto"
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``: the GPU when torch sees
+        one. A model fitted on a GPU loads with joblib on a machine without one, on the
+        CPU (with a ``UserWarning``).
     random_state : int, RandomState instance or None, default=None
         Seeds weights, batches, augmentation and k-means; results are reproducible on CPU.
     verbose : int, default=0
