@@ -82,3 +82,19 @@ def test_balanced_batches_epoch_length(batch_size):
     codes = np.array([0] * 5 + [1] * 2)
     batches = DomainBalancedBatches(codes, batch_size, torch.Generator().manual_seed(0))
     assert len(list(batches)) == -(-5 // batch_size)
+
+
+@pytest.mark.parametrize("device, gpus, expected", [
+    ("auto", 0, "cpu"), ("auto", 1, "cuda"), ("cpu", 0, "cpu"), ("cuda:1", 2, "cuda:1"),
+    ("cuda", 0, "not available"), ("cuda:2", 1, "only 1 CUDA"), ("gpu", 1, "not a torch device"),
+])
+def test_resolve_device(monkeypatch, device, gpus, expected):
+    from skucdr.nn.training import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if expected in ("cpu", "cuda", "cuda:1"):
+        assert resolve_device(device) == expected
+    else:
+        with pytest.raises(ValueError, match=expected):
+            resolve_device(device)

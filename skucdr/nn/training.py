@@ -40,11 +40,24 @@ __all__ = [
 
 
 def resolve_device(device):
-    """Turn ``"auto"`` into ``"cuda"`` when available, else ``"cpu"``; check "cuda"."""
+    """Turn ``"auto"`` into ``"cuda"`` when available, else ``"cpu"``; check the rest."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here.")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', 'auto')."
+        ) from exc
+    if str(device).startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was asked for, but CUDA is not available here.")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was asked for, but only {torch.cuda.device_count()} CUDA "
+                "device(s) are visible here."
+            )
     return str(device)
 
 
