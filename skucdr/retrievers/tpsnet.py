@@ -184,9 +184,9 @@ class TextPhaseRetriever(BaseRetriever):
       schedule) gave 0.42 / 0.41 and 0.61 / 0.59.
 
     A default fit on two 2,500-image digit domains (MNIST<->MNIST-M) takes 253 s on 2 idle
-    CPU cores (torch's 2 threads), where UniversalCDRRetriever's default took 163 s
-    (ratio 1.55) in the same run: the 20 stage-2 epochs also run the phase CNN and the
-    attention blocks.
+    CPU cores (torch's 2 threads), where UniversalCDRRetriever's then default (60 epochs)
+    took 163 s (ratio 1.55) in the same run: the stage-2 epochs also run the phase CNN
+    and the attention blocks.
 
     Parameters
     ----------
