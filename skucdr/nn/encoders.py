@@ -164,10 +164,11 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 def adapt_first_conv_weight(weight, in_channels):
     """Weights of an RGB convolution adapted to ``in_channels`` input channels.
 
-    The RGB filters are repeated cyclically over the new channels and scaled by
-    ``3 / in_channels`` (the rule of timm's ``adapt_input_conv``), so an input whose
-    channels repeat an RGB image cyclically (e.g. 6 channels ``[R, G, B, R, G, B]``)
-    gets the response the RGB image gets; for one channel this sums the RGB filters.
+    One channel sums the RGB filters, so a grey image gets the response its RGB copy
+    gets. Otherwise the RGB filters are repeated cyclically over the new channels and
+    scaled by ``3 / in_channels`` (both rules as in timm's ``adapt_input_conv``), so an
+    input whose channels repeat an RGB image (e.g. 6 channels ``[R, G, B, R, G, B]``)
+    gets the response the RGB image gets.
 
     Parameters
     ----------
