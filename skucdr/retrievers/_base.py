@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._domains import check_domain_input, unpack_domains
 from .._sklearn_compat import Interval, StrOptions
 from ..nn.encoders import ENCODER_NAMES, build_encoder
-from ..nn.training import resolve_device, train_objective
+from ..nn.training import device_available, resolve_device, train_objective
 
 __all__ = ["BaseRetriever"]
 
@@ -526,18 +526,6 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self._open_set_cache = {}
 
 
-def _device_available(device):
-    device = torch.device(device)
-    if device.type == "cpu":
-        return True
-    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu ...
-    is_available = getattr(backend, "is_available", None)
-    if callable(is_available) and not is_available():
-        return False
-    count = getattr(backend, "device_count", None)  # "cuda:1" on a one-GPU machine
-    return device.index is None or not callable(count) or device.index < count()
-
-
 def _dump_net(net):
     """A net's class and attributes in torch.save's format (see :func:`_load_net`)."""
     buffer = io.BytesIO()
@@ -550,7 +538,7 @@ def _dump_net(net):
 def _load_net(packed, device):
     """Rebuild a net saved by :func:`_dump_net` on ``device``, or on the CPU when that
     device is missing here; returns the net and the device it is on."""
-    if not _device_available(device):
+    if not device_available(device):
         warnings.warn(
             f"This retriever was fitted on device {device!r}, which is not available "
             "here; it is loaded on the CPU (transform and kneighbors run there).",
