@@ -95,15 +95,21 @@ def test_joblib_round_trip_is_identical(two_domains, fitted):
                                   fitted.kneighbors(X[:4], 3, sample_domain=d[:4])[1])
 
 
-def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu(two_domains, fitted, monkeypatch):
-    # A CPU fit posing as a CUDA one exercises the packing and the fallback here; the
-    # real CUDA -> CPU load is checked on a GPU machine (.devrun-style script, see notes).
-    X, _, d = two_domains
-    posing = copy.deepcopy(fitted)
-    posing.device_ = posing.net_.device = "cuda"
+def _dumped_as_fitted_on(model, device):
+    """A joblib dump of a copy of the CPU-fitted ``model`` posing as fitted on ``device``."""
+    posing = copy.deepcopy(model)
+    posing.device_ = posing.net_.device = device
     buffer = io.BytesIO()
     joblib.dump(posing, buffer)
     buffer.seek(0)
+    return buffer
+
+
+def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu(two_domains, fitted, monkeypatch):
+    # A CPU fit posing as a CUDA one exercises the packing and the fallback here; the
+    # real CUDA -> CPU load is checked on a GPU machine (benchmarks/cuda_check.py).
+    X, _, d = two_domains
+    buffer = _dumped_as_fitted_on(fitted, "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="fitted on device 'cuda'.*loaded on the CPU"):
         loaded = joblib.load(buffer)
@@ -113,13 +119,8 @@ def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu(two_domains, fitted, mon
                                   fitted.transform(X, sample_domain=d))
 
 
-def test_model_fitted_on_a_missing_gpu_index_loads_on_the_cpu(two_domains, fitted,
-                                                             monkeypatch):
-    posing = copy.deepcopy(fitted)
-    posing.device_ = posing.net_.device = "cuda:3"
-    buffer = io.BytesIO()
-    joblib.dump(posing, buffer)
-    buffer.seek(0)
+def test_model_fitted_on_a_missing_gpu_index_loads_on_the_cpu(fitted, monkeypatch):
+    buffer = _dumped_as_fitted_on(fitted, "cuda:3")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.warns(UserWarning, match="fitted on device 'cuda:3'"):
