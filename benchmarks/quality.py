@@ -24,6 +24,7 @@ Usage::
     python benchmarks/quality.py --quick              # one seed, closed set, the main rows
     python benchmarks/quality.py                      # everything, 2 seeds (hours on 2 cores)
     python benchmarks/quality.py --methods uem raw --settings closed --seeds 0
+    python benchmarks/quality.py --methods uem --pairs mnist-mnist_m   # one pair
     python benchmarks/quality.py --quick --device cuda --out gpu.json   # on a GPU
 """
 
@@ -201,11 +202,12 @@ def _key(method, pair, setting, seed):
     return f"{method}|{pair[0]}-{pair[1]}|{setting}|{seed}"
 
 
-def _plan(methods, settings, seeds):
+def _plan(methods, settings, seeds, pairs=None):
     for method in methods:
         allowed = METHODS[method][1]
-        pairs = (ABLATION_PAIR,) if method in ABLATIONS else PAIRS
-        for pair in pairs:
+        for pair in (ABLATION_PAIR,) if method in ABLATIONS else PAIRS:
+            if pairs is not None and f"{pair[0]}-{pair[1]}" not in pairs:
+                continue
             for setting in settings:
                 if setting in allowed:
                     for seed in seeds:
@@ -239,6 +241,9 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS))
     parser.add_argument("--settings", nargs="+", choices=SETTINGS)
     parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--pairs", nargs="+", choices=[f"{a}-{b}" for a, b in PAIRS],
+                        help="domain pairs to run (default: all; the ablations use "
+                             f"{ABLATION_PAIR[0]}-{ABLATION_PAIR[1]} only)")
     parser.add_argument("--out", default=None, help="JSON file (default: results/quality[_quick].json)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 when several benchmarks share the cores)")
@@ -256,7 +261,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out.read_text()) if out.exists() else {}
     data = load_digit_domains()
-    for method, pair, setting, seed in _plan(methods, settings, seeds):
+    for method, pair, setting, seed in _plan(methods, settings, seeds, args.pairs):
         key = _key(method, pair, setting, seed)
         if key in results:
             continue

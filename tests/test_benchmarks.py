@@ -63,6 +63,9 @@ def test_quality_plan_and_markdown(tmp_path):
         ("uem_no_merge", ("mnist", "optdigits"), "open_set", 1),
     ]
     assert len(plan) == 2 + len(quality.PAIRS) * 2 * 2
+    # --pairs keeps the named pairs only
+    plan = list(quality._plan(["uem_no_merge", "raw"], ["closed"], [0], ["mnist-mnist_m"]))
+    assert plan == [("raw", ("mnist", "mnist_m"), "closed", 0)]
     rows = quality.run_one("pca", ("mnist", "optdigits"), "closed", 0, _digit_like_domains())
     results = {quality._key("pca", ("mnist", "optdigits"), "closed", 0): {"rows": rows}}
     json.dumps(results, default=float)  # what main() writes
