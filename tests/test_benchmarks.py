@@ -66,6 +66,10 @@ def test_quality_plan_and_markdown(tmp_path):
     # --pairs keeps the named pairs only
     plan = list(quality._plan(["uem_no_merge", "raw"], ["closed"], [0], ["mnist-mnist_m"]))
     assert plan == [("raw", ("mnist", "mnist_m"), "closed", 0)]
+    # the held-out pair runs only when named
+    assert all(pair in quality.PAIRS for _, pair, _, _ in quality._plan(["raw"], ["closed"], [0]))
+    plan = list(quality._plan(["raw"], ["closed"], [0], ["optdigits-mnist_m"]))
+    assert plan == [("raw", ("optdigits", "mnist_m"), "closed", 0)]
     rows = quality.run_one("pca", ("mnist", "optdigits"), "closed", 0, _digit_like_domains())
     results = {quality._key("pca", ("mnist", "optdigits"), "closed", 0): {"rows": rows}}
     json.dumps(results, default=float)  # what main() writes
