@@ -248,7 +248,8 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS))
     parser.add_argument("--settings", nargs="+", choices=SETTINGS)
     parser.add_argument("--seeds", nargs="+", type=int)
-    parser.add_argument("--pairs", nargs="+", choices=[f"{a}-{b}" for a, b in PAIRS + HOLDOUT_PAIRS],
+    parser.add_argument("--pairs", nargs="+",
+                        choices=[f"{a}-{b}" for a, b in PAIRS + HOLDOUT_PAIRS],
                         help="domain pairs to run (default: all but the held-out "
                              "optdigits-mnist_m; the ablations use "
                              f"{ABLATION_PAIR[0]}-{ABLATION_PAIR[1]} only)")
