@@ -235,9 +235,10 @@ def write_markdown(results, path):
         cells = []
         for c in cols:
             vals = [r[c] for r in rows if r.get(c) is not None]
-            cells.append(f"{np.mean(vals):.3f}" + (f" ± {np.std(vals):.3f}" if len(vals) > 1 else "")
-                         if vals else "")
-        lines.append(f"| {method} | {setting} | {direction} | {len(rows)} | " + " | ".join(cells) + " |")
+            spread = f" ± {np.std(vals):.3f}" if len(vals) > 1 else ""
+            cells.append(f"{np.mean(vals):.3f}{spread}" if vals else "")
+        head = f"| {method} | {setting} | {direction} | {len(rows)} | "
+        lines.append(head + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -253,7 +254,8 @@ def main(argv=None):
                         help="domain pairs to run (default: all but the held-out "
                              "optdigits-mnist_m; the ablations use "
                              f"{ABLATION_PAIR[0]}-{ABLATION_PAIR[1]} only)")
-    parser.add_argument("--out", default=None, help="JSON file (default: results/quality[_quick].json)")
+    parser.add_argument("--out", default=None,
+                        help="JSON file (default: results/quality[_quick].json)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 when several benchmarks share the cores)")
     parser.add_argument("--device", default="cpu",
@@ -266,7 +268,8 @@ def main(argv=None):
     methods = args.methods or (QUICK_METHODS if args.quick else list(METHODS))
     settings = args.settings or (("closed",) if args.quick else SETTINGS)
     seeds = args.seeds or ((0,) if args.quick else (0, 1))
-    out = Path(args.out) if args.out else RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+    default_out = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+    out = Path(args.out) if args.out else default_out
     out.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out.read_text()) if out.exists() else {}
     data = load_digit_domains()
