@@ -204,16 +204,21 @@ def run_one(method, pair, setting, seed, data, device="cpu"):
     return rows
 
 
+def _pair_name(pair):
+    """``"mnist-optdigits"``: a pair as named in the JSON keys and by ``--pairs``."""
+    return "-".join(pair)
+
+
 def _key(method, pair, setting, seed):
-    return f"{method}|{pair[0]}-{pair[1]}|{setting}|{seed}"
+    return f"{method}|{_pair_name(pair)}|{setting}|{seed}"
 
 
 def _plan(methods, settings, seeds, pairs=None):
+    candidates = PAIRS if pairs is None else PAIRS + HOLDOUT_PAIRS
     for method in methods:
         allowed = METHODS[method][1]
-        candidates = PAIRS if pairs is None else PAIRS + HOLDOUT_PAIRS
         for pair in (ABLATION_PAIR,) if method in ABLATIONS else candidates:
-            if pairs is not None and f"{pair[0]}-{pair[1]}" not in pairs:
+            if pairs is not None and _pair_name(pair) not in pairs:
                 continue
             for setting in settings:
                 if setting in allowed:
@@ -250,10 +255,10 @@ def main(argv=None):
     parser.add_argument("--settings", nargs="+", choices=SETTINGS)
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--pairs", nargs="+",
-                        choices=[f"{a}-{b}" for a, b in PAIRS + HOLDOUT_PAIRS],
+                        choices=[_pair_name(p) for p in PAIRS + HOLDOUT_PAIRS],
                         help="domain pairs to run (default: all but the held-out "
-                             "optdigits-mnist_m; the ablations use "
-                             f"{ABLATION_PAIR[0]}-{ABLATION_PAIR[1]} only)")
+                             f"{_pair_name(HOLDOUT_PAIRS[0])}; the ablations use "
+                             f"{_pair_name(ABLATION_PAIR)} only)")
     parser.add_argument("--out", default=None,
                         help="JSON file (default: results/quality[_quick].json)")
     parser.add_argument("--threads", type=int, default=None,
