@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from skucdr import TextPhaseRetriever
+from skucdr.nn.domain_norm import domain_codes
 from skucdr.nn.text import BuiltinTextTower
 from skucdr.nn.tpsnet_objective import align_domain_clusters
 
@@ -71,20 +72,26 @@ def test_embedding_uses_the_query_domain_prompts(two_domains, fitted):
     X = two_domains[0]
     module = fitted.net_.module_.eval()
     x = torch.from_numpy(X[:5])
+    tokens, v, attended = {}, {}, {}
     with torch.no_grad():
-        tokens, v = module.tokens(x), module.image_features(x)
-        # the dual-prior output is queried with the prompts of the image's domain ...
-        attended = {code: module.head(tokens, module.queries(torch.full((5,), code)))
-                    for code in (0, 1, -1)}
-    assert not torch.allclose(attended[0], attended[1])
+        for code in (0, 1, -1):
+            codes = torch.full((5,), code)
+            # each domain's batch-norm statistics (domain_norm=True), the pooled ones for -1
+            with domain_codes(module, codes):
+                tokens[code], v[code] = module.tokens(x), module.image_features(x)
+            # the dual-prior output is queried with the prompts of the image's domain ...
+            attended[code] = module.head(tokens[code], module.queries(codes))
+        same_tokens = module.head(tokens[0], module.queries(torch.full((5,), 1)))
+    assert not torch.allclose(attended[0], same_tokens)
     # ... and an unseen domain with the mean over domains of each class's prompt feature
-    torch.testing.assert_close(attended[-1], module.head(tokens, module.class_text.mean(dim=0)))
+    torch.testing.assert_close(attended[-1],
+                               module.head(tokens[-1], module.class_text.mean(dim=0)))
     assert module.class_text.shape[:2] == (2, fitted.n_classes_)
     # I' = normalize(W v + g * attended), g the learned gate
     assert float(module.prior_gate.detach()) != 0.0
     for code, domain in ((0, "a"), (1, "b"), (-1, "new")):
         expected = torch.nn.functional.normalize(
-            module.residual_proj(v) + module.prior_gate * attended[code], dim=1)
+            module.residual_proj(v[code]) + module.prior_gate * attended[code], dim=1)
         got = fitted.transform(X[:5], sample_domain=[domain] * 5)
         np.testing.assert_allclose(got, expected.detach().numpy(), atol=1e-5)
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
@@ -178,8 +185,9 @@ def test_ablations_fit(two_domains, ablation):
     assert ("loss_i2tce" in last) == r.text_prior
     if not r.text_prior:
         assert r.net_.module_.prompts is None
-        np.testing.assert_allclose(Z[:30], r.transform(X[:30], sample_domain=["new"] * 30),
-                                   atol=1e-6)  # no prompts: the domain does not matter
+        # no prompts: every domain, fitted or not, is queried with the one learned query
+        queries = r.net_.module_.queries
+        assert queries(torch.tensor([0])) is queries(torch.tensor([-1])) is r.net_.module_.query
     if not r.phase_prior:
         assert r.net_.module_.phase_cnn is None
     assert ("loss_pnce" in last) == (r.gamma > 0)

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..cluster import choose_n_prototypes_elbow, merge_prototypes, spherical_kmeans
+from .domain_norm import domain_codes
 from .phase import phase_only
 from .text import PromptLearner
 from .tpsnet_losses import (
@@ -479,10 +480,14 @@ class TPSNetObjective(RowObjective):
         x = self.X[rows].to(net.device)
         sizes = [len(b) for b in batch]
         module = net.module_
-        parts = torch.split(module.image_features(self.augment(x, self.generator)), sizes)
+        codes = self.batch_codes(batch, net.device)
+        with domain_codes(module, codes):
+            parts = torch.split(module.image_features(self.augment(x, self.generator)), sizes)
         ince = []
         if self.warmup == "two_view":
-            others = torch.split(module.image_features(self.augment(x, self.generator)), sizes)
+            with domain_codes(module, codes):
+                others = torch.split(module.image_features(self.augment(x, self.generator)),
+                                     sizes)
             for v_d, w_d in zip(parts, others):
                 ince.append(two_view_nce(v_d, w_d, self.TWO_VIEW_TAU))
         else:
@@ -521,7 +526,8 @@ class TPSNetObjective(RowObjective):
         rows_d = rows.to(device)
         codes = self.codes_t.to(device)[rows_d]
         y = self.labels[rows_d]
-        z = module.embed(x, codes)
+        with domain_codes(module, codes):
+            z = module.embed(x, codes)
         out = {"loss_pce": prototype_ce(z, self.prototypes[codes], y, tau=self.tau)}
         total = self.alpha * out["loss_pce"]
         if module.prompts is not None:

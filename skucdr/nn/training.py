@@ -28,6 +28,8 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback, LRScheduler, ProgressBar
 from torch import nn
 
+from .domain_norm import domain_codes
+
 __all__ = [
     "DomainBalancedBatches",
     "Objective",
@@ -186,6 +188,11 @@ class RowObjective(Objective):
         """Domain-balanced index batches for one epoch."""
         return DomainBalancedBatches(self.codes, self.batch_size, self.generator)
 
+    def batch_codes(self, batch, device):
+        """Domain codes of the rows of ``batch`` (a list of per-domain index tensors),
+        in the order ``torch.cat(batch)`` puts them."""
+        return self.codes_t[torch.cat(batch)].to(device)
+
     @torch.no_grad()
     def embed_rows(self, net, fn):
         """``fn(x, codes)`` over all training rows in eval mode, concatenated.
@@ -201,7 +208,9 @@ class RowObjective(Objective):
             for start in range(0, len(self.X), self.EMBED_CHUNK):
                 stop = start + self.EMBED_CHUNK
                 x = self.X[start:stop].to(net.device)
-                out.append(fn(x, self.codes_t[start:stop].to(net.device)))
+                codes = self.codes_t[start:stop].to(net.device)
+                with domain_codes(module, codes):
+                    out.append(fn(x, codes))
         finally:
             module.train(was_training)
         return torch.cat(out)

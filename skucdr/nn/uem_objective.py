@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .domain_norm import domain_codes
 from .training import RowObjective
 from .uem_losses import (
     GradientReversal,
@@ -223,7 +224,8 @@ class UEMObjective(RowObjective):
     def _forward(self, net, batch):
         rows = torch.cat(batch)
         x = self.augment(self.X[rows].to(net.device), self.generator)
-        z = self.embed(net.module_, x)
+        with domain_codes(net.module_, self.batch_codes(batch, net.device)):
+            z = self.embed(net.module_, x)
         return x, rows, z, [len(b) for b in batch]
 
     @torch.no_grad()
@@ -304,13 +306,12 @@ class UEMObjective(RowObjective):
     def _stage2_losses(self, net, x, z, z_parts, batch, sizes, views=None):
         out = {}
         total = z.new_zeros(())
+        codes = self.batch_codes(batch, z.device)
         if self.n_domains > 1 and self.alignment is not None:
-            codes = torch.cat([torch.full((n,), d, dtype=torch.long)
-                               for d, n in enumerate(sizes)]).to(z.device)
             out["loss_dal"] = domain_adversarial_loss(net.module_.discriminator(z), codes)
             total = total + out["loss_dal"]
         if self.alignment == "spda":
-            with torch.no_grad():
+            with torch.no_grad(), domain_codes(self.frozen, codes):
                 z_frozen = self.frozen(x)
             spr = [semantic_preserving_loss(z_d, f_d)
                    for z_d, f_d in zip(z_parts, torch.split(z_frozen, sizes))]

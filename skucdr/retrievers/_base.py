@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._domains import check_domain_input, unpack_domains
 from .._sklearn_compat import Interval, StrOptions
+from ..nn.domain_norm import convert_domain_batchnorm, domain_codes
 from ..nn.encoders import ENCODER_NAMES, build_encoder
 from ..nn.training import device_available, resolve_device, train_objective
 
@@ -62,6 +63,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "encoder": [StrOptions(set(ENCODER_NAMES)), torch.nn.Module],
         "encoder_weights": [str, os.PathLike, None],
+        "domain_norm": ["boolean"],
         "augment": [StrOptions({"auto"}), callable, None],
         "image_shape": [tuple, list, None],
         "index": [str],
@@ -148,9 +150,20 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         )
         return X, encoder
 
+    def _domain_norm_parts(self, module):
+        """The submodules of ``module`` whose batch norm ``domain_norm`` makes per-domain."""
+        raise NotImplementedError
+
     def _train(self, module, objective, n_samples):
         """Train ``module`` on ``objective`` with the estimator's schedule, then drop the
-        objective's per-row state; returns the net."""
+        objective's per-row state; returns the net.
+
+        With ``domain_norm`` and several domains, the batch-norm layers of the image
+        encoders (:meth:`_domain_norm_parts`) first become
+        :class:`~skucdr.nn.domain_norm.DomainBatchNorm` layers."""
+        if self.domain_norm and len(self.domains_) > 1:
+            for part in self._domain_norm_parts(module):
+                convert_domain_batchnorm(part, len(self.domains_))
         net = train_objective(
             module,
             objective,
@@ -223,7 +236,8 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 if self.image_shape_ is not None:
                     xb = xb.view(-1, *self.image_shape_)
                 cb = torch.as_tensor(np.asarray(codes[start : start + step])).to(device)
-                z = self._embed_batch(xb, cb)
+                with domain_codes(self.net_.module_, cb):
+                    z = self._embed_batch(xb, cb)
                 out[start : start + step] = torch.nn.functional.normalize(z, dim=1).cpu().numpy()
         return out
 

@@ -278,6 +278,13 @@ class TextPhaseRetriever(BaseRetriever):
         ResNets see ImageNet-normalised pixels; grey images are repeated into RGB, other
         channel counts get the first convolution's RGB filters repeated cyclically
         (:func:`~skucdr.nn.encoders.adapt_first_conv_weight`).
+    domain_norm : bool, default=True
+        Domain-specific batch normalisation in every batch-norm layer of the RGB encoder
+        and of the phase CNN: running statistics per domain, shared
+        scale and shift (:class:`~skucdr.nn.domain_norm.DomainBatchNorm`, as in
+        :class:`~skucdr.UniversalCDRRetriever`). Rows of a domain not seen in fit are
+        normalised with the pooled statistics of the fitted domains. Ignored for a
+        single domain. Measured (closed set, seed 0): TPS_PLACEHOLDER.
     augment : "auto", callable or None, default="auto"
         Training augmentation ``f(batch, generator) -> batch`` of images in ``[0, 1]``;
         ``"auto"`` is :class:`~skucdr.nn.augment.ImageAugment` (grey-scale and
@@ -399,6 +406,7 @@ class TextPhaseRetriever(BaseRetriever):
         prompt_epochs=10,
         encoder="auto",
         encoder_weights=None,
+        domain_norm=True,
         augment="auto",
         image_shape=None,
         index="Flat",
@@ -434,6 +442,7 @@ class TextPhaseRetriever(BaseRetriever):
         self.prompt_epochs = prompt_epochs
         self.encoder = encoder
         self.encoder_weights = encoder_weights
+        self.domain_norm = domain_norm
         self.augment = augment
         self.image_shape = image_shape
         self.index = index
@@ -527,6 +536,9 @@ class TextPhaseRetriever(BaseRetriever):
         net = self._train(module, objective, n_samples=len(codes))
         self.n_classes_ = objective.n_classes  # kept by release()
         return net
+
+    def _domain_norm_parts(self, module):
+        return [part for part in (module.encoder, module.phase_cnn) if part is not None]
 
     def _embed_batch(self, x, codes):
         return self.net_.module_.embed(x, codes)
