@@ -158,7 +158,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """Train ``module`` on ``objective`` with the estimator's schedule, then drop the
         objective's per-row state; returns the net.
 
-        With ``domain_norm`` and several domains, the batch-norm layers of the image
+        With ``domain_norm`` and several domains, the batch-norm layers of the
         encoders (:meth:`_domain_norm_parts`) first become
         :class:`~skucdr.nn.domain_norm.DomainBatchNorm` layers."""
         if self.domain_norm and len(self.domains_) > 1:
