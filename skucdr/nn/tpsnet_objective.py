@@ -480,14 +480,13 @@ class TPSNetObjective(RowObjective):
         x = self.X[rows].to(net.device)
         sizes = [len(b) for b in batch]
         module = net.module_
-        codes = self.batch_codes(batch, net.device)
-        with domain_codes(module, codes):
+        with domain_codes(module, self.batch_codes(batch, net.device)):
             parts = torch.split(module.image_features(self.augment(x, self.generator)), sizes)
-        ince = []
-        if self.warmup == "two_view":
-            with domain_codes(module, codes):
+            if self.warmup == "two_view":
                 others = torch.split(module.image_features(self.augment(x, self.generator)),
                                      sizes)
+        ince = []
+        if self.warmup == "two_view":
             for v_d, w_d in zip(parts, others):
                 ince.append(two_view_nce(v_d, w_d, self.TWO_VIEW_TAU))
         else:

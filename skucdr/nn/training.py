@@ -197,8 +197,9 @@ class RowObjective(Objective):
     def embed_rows(self, net, fn):
         """``fn(x, codes)`` over all training rows in eval mode, concatenated.
 
-        The module's training flag is restored afterwards; memory holds one chunk of
-        inputs at a time.
+        Each chunk's domain codes are set for the module's
+        :class:`~skucdr.nn.domain_norm.DomainBatchNorm` layers. The module's training
+        flag is restored afterwards; memory holds one chunk of inputs at a time.
         """
         module = net.module_
         was_training = module.training

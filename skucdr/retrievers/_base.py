@@ -1,11 +1,14 @@
 """Machinery shared by every torch retriever: fit/transform/kneighbors/score plumbing.
 
-A concrete retriever implements two hooks:
+A concrete retriever implements three hooks:
 
 * ``_fit_network(data, codes, generator)`` trains and returns the fitted skorch net
   (``net_``); ``data`` is the validated :class:`~skucdr._domains.DomainInput`;
 * ``_embed_batch(x, codes)`` maps a batch tensor (already on the device, images
-  reshaped to ``(n, C, H, W)``) and its domain codes to L2-normalised embeddings.
+  reshaped to ``(n, C, H, W)``) and its domain codes to L2-normalised embeddings;
+* ``_domain_norm_parts(module)`` names the submodules whose batch-norm layers keep
+  per-domain statistics with ``domain_norm=True`` (the domain codes of every batch
+  reach them through :func:`~skucdr.nn.domain_norm.domain_codes`).
 
 Everything else — validation, the domain model, seeding, batched inference, the faiss
 gallery, open-set detection, scoring, metadata requests and persistence — lives here.
