@@ -155,3 +155,12 @@ def test_cuda_check_runs_its_checks_on_the_cpu():
     loaded = found["load_without_gpu"]
     assert loaded["returncode"] == 0, loaded["stderr_tail"]
     assert loaded["device_"] == "cpu" and float(loaded["max_abs_embedding_diff"]) == 0.0
+
+
+def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
+    fit_time = _load("fit_time")
+    quick = dict(fit_time._runs(quick=True))
+    with_norm, without = quick["uem_15_epochs"](), quick["uem_15_epochs_no_domain_norm"]()
+    assert with_norm.domain_norm and not without.domain_norm
+    assert with_norm.get_params() == {**without.get_params(), "domain_norm": True}
+    assert {"uem_default", "tpsnet_default"} <= set(dict(fit_time._runs(quick=False)))
