@@ -39,8 +39,9 @@ class DomainBatchNorm(nn.Module):
     ``momentum``, as in ``torch.nn.BatchNorm2d``); rows of code ``-1``, or all rows when
     no codes are set, are normalised with their batch statistics without updating any.
     A domain with a single row in a batch is normalised with its running statistics
-    (one row is too few for batch statistics; ``BatchNorm1d`` rejects it). In eval mode each row is normalised with its domain's
-    running statistics, or with the pooled statistics of all domains for code ``-1``.
+    (one row is too few for batch statistics; ``BatchNorm1d`` rejects it). In eval
+    mode each row is normalised with its domain's running statistics, or with the
+    pooled statistics of all domains for code ``-1``.
 
     Parameters
     ----------
