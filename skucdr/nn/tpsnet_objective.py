@@ -480,7 +480,7 @@ class TPSNetObjective(RowObjective):
         x = self.X[rows].to(net.device)
         sizes = [len(b) for b in batch]
         module = net.module_
-        with domain_codes(module, self.batch_codes(batch, net.device)):
+        with domain_codes(module, self.codes_t[rows].to(net.device)):
             parts = torch.split(module.image_features(self.augment(x, self.generator)), sizes)
             if self.warmup == "two_view":
                 others = torch.split(module.image_features(self.augment(x, self.generator)),

@@ -188,11 +188,6 @@ class RowObjective(Objective):
         """Domain-balanced index batches for one epoch."""
         return DomainBalancedBatches(self.codes, self.batch_size, self.generator)
 
-    def batch_codes(self, batch, device):
-        """Domain codes of the rows of ``batch`` (a list of per-domain index tensors),
-        in the order ``torch.cat(batch)`` puts them."""
-        return self.codes_t[torch.cat(batch)].to(device)
-
     @torch.no_grad()
     def embed_rows(self, net, fn):
         """``fn(x, codes)`` over all training rows in eval mode, concatenated.

@@ -222,11 +222,13 @@ class UEMObjective(RowObjective):
 
     # ------------------------------------------------------------------- losses
     def _forward(self, net, batch):
+        """An augmented view of the batch's rows, their domain codes and their features."""
         rows = torch.cat(batch)
         x = self.augment(self.X[rows].to(net.device), self.generator)
-        with domain_codes(net.module_, self.batch_codes(batch, net.device)):
+        codes = self.codes_t[rows].to(net.device)
+        with domain_codes(net.module_, codes):
             z = self.embed(net.module_, x)
-        return x, rows, z, [len(b) for b in batch]
+        return x, codes, z, [len(b) for b in batch]
 
     @torch.no_grad()
     def _update_banks(self, z_parts, batch):
@@ -249,7 +251,7 @@ class UEMObjective(RowObjective):
         return torch.stack(ince).sum()
 
     def losses(self, net, batch):
-        x, rows, z, sizes = self._forward(net, batch)
+        x, codes, z, sizes = self._forward(net, batch)
         z_parts = list(torch.split(z, sizes))
         views = None
         instance_term = self.stage == 1 or self.stage2_instance
@@ -259,7 +261,7 @@ class UEMObjective(RowObjective):
         if self.stage == 1:
             out = self._stage1_losses(z_parts, batch, views)
         else:
-            out = self._stage2_losses(net, x, z, z_parts, batch, sizes, views)
+            out = self._stage2_losses(net, x, codes, z, z_parts, batch, sizes, views)
         if views is not None:  # the bank entry of an image: the mean of its two views
             bank_parts = [F.normalize(a.detach() + b.detach(), dim=1)
                           for a, b in zip(z_parts, views)]
@@ -303,10 +305,9 @@ class UEMObjective(RowObjective):
         out["loss"] = total
         return out
 
-    def _stage2_losses(self, net, x, z, z_parts, batch, sizes, views=None):
+    def _stage2_losses(self, net, x, codes, z, z_parts, batch, sizes, views=None):
         out = {}
         total = z.new_zeros(())
-        codes = self.batch_codes(batch, z.device)
         if self.n_domains > 1 and self.alignment is not None:
             out["loss_dal"] = domain_adversarial_loss(net.module_.discriminator(z), codes)
             total = total + out["loss_dal"]
