@@ -189,13 +189,14 @@ class UniversalCDRRetriever(BaseRetriever):
         :meth:`score`; rows of a domain not seen in fit (or without ``sample_domain``)
         are normalised with the pooled statistics of the fitted domains. Ignored for a
         single domain. Measured on the digit domains (``benchmarks/quality.py``, closed
-        set, seed 0, cross-domain mAP@All): MNIST<->MNIST-M 0.745 / 0.710 against
+        set, seed 0, cross-domain mAP@All): MNIST<->MNIST-M 0.751 / 0.713 against
         0.665 / 0.704 without, MNIST<->optdigits 0.854 / 0.826 against 0.816 / 0.813,
-        and on the held-out optdigits<->MNIST-M 0.633 / 0.605 against 0.551 / 0.539.
-        Per-domain statistics in the projection head as well gave 0.764 / 0.723 on
-        MNIST<->MNIST-M but 0.793 / 0.811 on MNIST<->optdigits: the head's features
-        carry the categories, whose proportions differ between domains in the partial
-        and open-set settings, so the head keeps one set of statistics.
+        and on the held-out optdigits<->MNIST-M 0.644 / 0.608 against 0.551 / 0.539
+        (2-seed means in all settings: docs/methods.md). Per-domain statistics in the
+        projection head as well gave 0.764 / 0.723 on MNIST<->MNIST-M but
+        0.793 / 0.811 on MNIST<->optdigits, so the head keeps one set of statistics
+        (its features carry the categories, whose proportions may differ between
+        domains).
     augment : "auto", callable or None, default="auto"
         Training augmentation; a callable ``f(batch, generator) -> batch``. ``"auto"``
         is :class:`~skucdr.nn.augment.ImageAugment` for images (crop, rotation, colour
