@@ -78,6 +78,17 @@ def test_feature_augment_is_seeded():
     assert torch.equal(aug(x, _gen(0)), aug(x, _gen(0)))
 
 
+def test_feature_augment_drops_and_perturbs_at_the_given_rates():
+    x = torch.randn(200, 500, generator=_gen(5)) * 3.0 + 1.0
+    out = FeatureAugment(noise=0.3, dropout=0.3)(x, _gen(1))
+    dropped = out == 0
+    assert abs(dropped.float().mean().item() - 0.3) < 0.01
+    # kept features: (x + noise) / (1 - dropout), noise ~ N(0, (0.3 * row std)^2)
+    noise = (out * 0.7 - x)[~dropped]
+    assert abs(noise.mean().item()) < 0.02
+    assert abs(noise.std().item() - 0.3 * x.std(dim=1, correction=0).mean().item()) < 0.02
+
+
 def test_build_augment_picks_by_input_kind():
     assert isinstance(build_augment((3, 8, 8)), ImageAugment)
     assert isinstance(build_augment(None), FeatureAugment)

@@ -164,3 +164,31 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
     assert with_norm.domain_norm and not without.domain_norm
     assert with_norm.get_params() == {**without.get_params(), "domain_norm": True}
     assert {"uem_default", "tpsnet_default"} <= set(dict(fit_time._runs(quick=False)))
+
+
+def test_feature_vectors_rows_and_baselines():
+    fv = _load("feature_vectors")
+    data = _digit_like_domains()
+    labels = {name: y for name, (_, y) in data.items()}
+    feats = fv.backbone_features(data, epochs=1)
+    assert {name: f.shape for name, f in feats.items()} == {"mnist": (120, 128),
+                                                             "optdigits": (120, 128)}
+    rows = fv.run_one("standardized", ("mnist", "optdigits"), 0, feats, labels)
+    assert [(r["query"], r["gallery"]) for r in rows] == [("mnist", "optdigits"),
+                                                          ("optdigits", "mnist")]
+    assert all(0.0 < r["map_all"] <= 1.0 for r in rows)
+    domains = np.repeat(["a", "b"], [50, 70])
+    Z = fv._standardize(np.random.RandomState(0).rand(120, 3) * [1, 5, 9], domains)
+    for d in ("a", "b"):
+        np.testing.assert_allclose(Z[domains == d].mean(0), 0, atol=1e-6)
+        np.testing.assert_allclose(Z[domains == d].std(0), 1, atol=1e-4)
+    # each learned row differs from the default in the one parameter it names
+    default = fv.METHODS["uem"](0).get_params()
+    assert fv.METHODS["uem_no_domain_norm"](0).get_params() == {**default, "domain_norm": False}
+    weak = fv.METHODS["uem_weak_augment"](0).get_params()
+    assert (weak["augment"].noise, weak["augment"].dropout) == (0.05, 0.1)
+    assert {k: v for k, v in weak.items() if k != "augment"} == {
+        k: v for k, v in default.items() if k != "augment"}
+    pytest.importorskip("skimage")
+    images = np.random.RandomState(0).rand(3, 3, 28, 28).astype(np.float32)
+    assert fv.hog_features(images).shape == (3, 324)

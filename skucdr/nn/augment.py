@@ -229,16 +229,37 @@ def _rotate_hue(x, turns):
 class FeatureAugment:
     """Gaussian noise and feature dropout for feature-vector batches.
 
+    With feature vectors these two perturbations are the only source of the two views
+    that instance discrimination contrasts, so they set which differences the encoder
+    learns to ignore: too weak, and instance discrimination separates images of the same
+    category by whatever distinguishes them in the input (the embedding can then retrieve
+    worse than the input features themselves).
+
     Parameters
     ----------
-    noise : float, default=0.05
+    noise : float, default=0.3
         Standard deviation of the added noise, relative to each row's standard deviation.
-    dropout : float, default=0.1
-        Probability of zeroing each feature.
+    dropout : float, default=0.3
+        Probability of zeroing each feature (the kept ones are scaled by
+        ``1 / (1 - dropout)``).
+
+    Notes
+    -----
+    Measured with UniversalCDRRetriever's defaults on features of the digit domains
+    (``benchmarks/feature_vectors.py``, mean of 2 seeds, closed-set cross-domain
+    mAP@All, MNIST→optdigits / optdigits→MNIST, then MNIST→MNIST-M / MNIST-M→MNIST).
+    HOG features: 0.70 / 0.71, 0.40 / 0.46 with these defaults; 0.41 / 0.41,
+    0.26 / 0.29 with the former noise 0.05 and dropout 0.1; the input features
+    themselves 0.36 / 0.29, 0.31 / 0.28. Pooled features of a CNN trained with labels on
+    optdigits alone: 0.56 / 0.55 against 0.48 / 0.43 (input 0.47 / 0.48); on MNIST-M,
+    where those features carry little (input 0.23 / 0.24), 0.19 / 0.22 (former: 0.19 / 0.24).
+    In a seed-0 sweep of the same protocol, noise 0.2 with dropout 0.3, 0.4 or 0.5, and
+    noise 0.1 with dropout 0.5, were each below noise 0.3 / dropout 0.3 on at least two
+    of the four feature-and-pair combinations.
     """
 
-    noise: float = 0.05
-    dropout: float = 0.1
+    noise: float = 0.3
+    dropout: float = 0.3
 
     def __call__(self, x, gen):
         scale = x.std(dim=1, keepdim=True, correction=0) * self.noise
