@@ -89,6 +89,15 @@ def test_feature_augment_drops_and_perturbs_at_the_given_rates():
     assert abs(noise.std().item() - 0.3 * x.std(dim=1, correction=0).mean().item()) < 0.02
 
 
+@pytest.mark.parametrize("kwargs, match", [({"dropout": 1.0}, "dropout must be in"),
+                                           ({"dropout": -0.1}, "dropout must be in"),
+                                           ({"noise": -1.0}, "noise must be"),
+                                           ({"noise": float("nan")}, "noise must be")])
+def test_feature_augment_rejects_bad_rates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FeatureAugment(**kwargs)
+
+
 def test_build_augment_picks_by_input_kind():
     assert isinstance(build_augment((3, 8, 8)), ImageAugment)
     assert isinstance(build_augment(None), FeatureAugment)

@@ -261,6 +261,13 @@ class FeatureAugment:
     noise: float = 0.3
     dropout: float = 0.3
 
+    def __post_init__(self):
+        if not 0.0 <= self.noise < float("inf"):
+            raise ValueError(f"FeatureAugment noise must be a finite float >= 0, got "
+                             f"{self.noise!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"FeatureAugment dropout must be in [0, 1), got {self.dropout!r}.")
+
     def __call__(self, x, gen):
         scale = x.std(dim=1, keepdim=True, correction=0) * self.noise
         noise = torch.randn(x.shape, generator=gen, device="cpu").to(x.device)
