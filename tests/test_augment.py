@@ -98,6 +98,19 @@ def test_feature_augment_rejects_bad_rates(kwargs, match):
         FeatureAugment(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [({"scale": (1.2, 0.8)}, "scale must be"),
+                                           ({"scale": 0.9}, "scale must be"),
+                                           ({"blur_sigma": (0.0, 1.0)}, "blur_sigma must be"),
+                                           ({"max_rotation": -5}, "max_rotation must be"),
+                                           ({"brightness": 1.5}, "brightness must be"),
+                                           ({"hue": 0.7}, "hue must be"),
+                                           ({"invert_p": 2}, "invert_p must be"),
+                                           ({"jitter_p": "often"}, "jitter_p must be")])
+def test_image_augment_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ImageAugment(**kwargs)
+
+
 def test_build_augment_picks_by_input_kind():
     assert isinstance(build_augment((3, 8, 8)), ImageAugment)
     assert isinstance(build_augment(None), FeatureAugment)

@@ -36,10 +36,10 @@ class ImageAugment:
     max_shift : float, default=0.1
         Largest translation as a fraction of the image size.
     brightness, contrast, saturation : float, default=0.4
-        Colour-jitter strengths (factors drawn in ``[1 - s, 1 + s]``).
+        Colour-jitter strengths in ``[0, 1]`` (factors drawn in ``[1 - s, 1 + s]``).
     hue : float, default=0.5
         Hue jitter, as a rotation of the colour vector about the grey axis (fraction of a
-        turn; 0.5 allows any hue).
+        turn, at most 0.5, which allows any hue).
     jitter_p : float, default=0.8
         Probability of applying colour jitter to an image.
     grayscale_p : float, default=0.5
@@ -99,6 +99,32 @@ class ImageAugment:
     blur_sigma: tuple = (0.1, 2.0)
     amplitude_mix_p: float = 0.5
     amplitude_mix_eta: float = 0.5
+
+    def __post_init__(self):
+        def check(name, ok, what):
+            value = getattr(self, name)
+            try:
+                valid = bool(ok(value))
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise ValueError(f"ImageAugment {name} must be {what}, got {value!r}.")
+
+        def low_high(positive):
+            def ok(v):
+                low, high = (float(t) for t in v)
+                return (low > 0 if positive else low >= 0) and low <= high < math.inf
+            return ok
+
+        check("scale", low_high(True), "a pair (low, high) with 0 < low <= high")
+        check("blur_sigma", low_high(True), "a pair (low, high) with 0 < low <= high")
+        check("max_rotation", lambda v: 0 <= v < math.inf, "a finite number >= 0")
+        check("max_shift", lambda v: 0 <= v <= 1, "in [0, 1]")
+        for name in ("brightness", "contrast", "saturation", "amplitude_mix_eta"):
+            check(name, lambda v: 0 <= v <= 1, "in [0, 1]")
+        check("hue", lambda v: 0 <= v <= 0.5, "in [0, 0.5]")
+        for name in ("jitter_p", "grayscale_p", "invert_p", "blur_p", "amplitude_mix_p"):
+            check(name, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 
     def geometric(self, x, gen):
         n, device = x.shape[0], x.device
