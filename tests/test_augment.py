@@ -92,7 +92,8 @@ def test_feature_augment_drops_and_perturbs_at_the_given_rates():
 @pytest.mark.parametrize("kwargs, match", [({"dropout": 1.0}, "dropout must be in"),
                                            ({"dropout": -0.1}, "dropout must be in"),
                                            ({"noise": -1.0}, "noise must be"),
-                                           ({"noise": float("nan")}, "noise must be")])
+                                           ({"noise": float("nan")}, "noise must be"),
+                                           ({"noise": "high"}, "noise must be")])
 def test_feature_augment_rejects_bad_rates(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FeatureAugment(**kwargs)

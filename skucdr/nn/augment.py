@@ -19,6 +19,17 @@ from torch.nn import functional as F
 __all__ = ["ImageAugment", "FeatureAugment", "build_augment", "mix_amplitude"]
 
 
+def _check_setting(augment, name, ok, what):
+    """Raise a ValueError naming ``name`` unless ``ok(value)`` holds (False on a bad type)."""
+    value = getattr(augment, name)
+    try:
+        valid = bool(ok(value))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{type(augment).__name__} {name} must be {what}, got {value!r}.")
+
+
 def _uniform(gen, n, low, high, device):
     return torch.rand(n, generator=gen, device="cpu").to(device) * (high - low) + low
 
@@ -102,22 +113,14 @@ class ImageAugment:
 
     def __post_init__(self):
         def check(name, ok, what):
-            value = getattr(self, name)
-            try:
-                valid = bool(ok(value))
-            except (TypeError, ValueError):
-                valid = False
-            if not valid:
-                raise ValueError(f"ImageAugment {name} must be {what}, got {value!r}.")
+            _check_setting(self, name, ok, what)
 
-        def low_high(positive):
-            def ok(v):
-                low, high = (float(t) for t in v)
-                return (low > 0 if positive else low >= 0) and low <= high < math.inf
-            return ok
+        def positive_range(v):
+            low, high = (float(t) for t in v)
+            return 0 < low <= high < math.inf
 
-        check("scale", low_high(True), "a pair (low, high) with 0 < low <= high")
-        check("blur_sigma", low_high(True), "a pair (low, high) with 0 < low <= high")
+        check("scale", positive_range, "a pair (low, high) with 0 < low <= high")
+        check("blur_sigma", positive_range, "a pair (low, high) with 0 < low <= high")
         check("max_rotation", lambda v: 0 <= v < math.inf, "a finite number >= 0")
         check("max_shift", lambda v: 0 <= v <= 1, "in [0, 1]")
         for name in ("brightness", "contrast", "saturation", "amplitude_mix_eta"):
@@ -288,11 +291,8 @@ class FeatureAugment:
     dropout: float = 0.3
 
     def __post_init__(self):
-        if not 0.0 <= self.noise < float("inf"):
-            raise ValueError(f"FeatureAugment noise must be a finite float >= 0, got "
-                             f"{self.noise!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"FeatureAugment dropout must be in [0, 1), got {self.dropout!r}.")
+        _check_setting(self, "noise", lambda v: 0 <= v < math.inf, "a finite number >= 0")
+        _check_setting(self, "dropout", lambda v: 0 <= v < 1, "in [0, 1)")
 
     def __call__(self, x, gen):
         scale = x.std(dim=1, keepdim=True, correction=0) * self.noise
