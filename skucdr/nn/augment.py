@@ -112,22 +112,19 @@ class ImageAugment:
     amplitude_mix_eta: float = 0.5
 
     def __post_init__(self):
-        def check(name, ok, what):
-            _check_setting(self, name, ok, what)
-
         def positive_range(v):
             low, high = (float(t) for t in v)
             return 0 < low <= high < math.inf
 
-        check("scale", positive_range, "a pair (low, high) with 0 < low <= high")
-        check("blur_sigma", positive_range, "a pair (low, high) with 0 < low <= high")
-        check("max_rotation", lambda v: 0 <= v < math.inf, "a finite number >= 0")
-        check("max_shift", lambda v: 0 <= v <= 1, "in [0, 1]")
+        for name in ("scale", "blur_sigma"):
+            _check_setting(self, name, positive_range, "a pair (low, high) with 0 < low <= high")
+        _check_setting(self, "max_rotation", lambda v: 0 <= v < math.inf, "a finite number >= 0")
+        _check_setting(self, "max_shift", lambda v: 0 <= v <= 1, "in [0, 1]")
         for name in ("brightness", "contrast", "saturation", "amplitude_mix_eta"):
-            check(name, lambda v: 0 <= v <= 1, "in [0, 1]")
-        check("hue", lambda v: 0 <= v <= 0.5, "in [0, 0.5]")
+            _check_setting(self, name, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _check_setting(self, "hue", lambda v: 0 <= v <= 0.5, "in [0, 0.5]")
         for name in ("jitter_p", "grayscale_p", "invert_p", "blur_p", "amplitude_mix_p"):
-            check(name, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+            _check_setting(self, name, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 
     def geometric(self, x, gen):
         n, device = x.shape[0], x.device
