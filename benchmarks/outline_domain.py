@@ -68,7 +68,7 @@ def _methods():
 
 def run_one(make, name, partner, outline):
     """Fit ``make()`` on ``partner`` (named ``name``) and ``outline``; mAP@All both ways."""
-    from skucdr.metrics import mean_average_precision
+    from skucdr.metrics import cross_domain_map
 
     X = np.concatenate([partner[0], outline[0]])
     y = np.concatenate([partner[1], outline[1]])
@@ -79,9 +79,10 @@ def run_one(make, name, partner, outline):
     else:
         Z = make().fit(X, sample_domain=domains).transform(X, sample_domain=domains)
     seconds = time.perf_counter() - start
-    p, o = domains == name, domains == "outline"
-    return {"to_outline": float(mean_average_precision(Z[p], y[p], Z[o], y[o])),
-            "from_outline": float(mean_average_precision(Z[o], y[o], Z[p], y[p])),
+    return {"to_outline": float(cross_domain_map(Z, y, domains, query_domain=name,
+                                                 gallery_domain="outline")),
+            "from_outline": float(cross_domain_map(Z, y, domains, query_domain="outline",
+                                                   gallery_domain=name)),
             "fit_seconds": round(seconds, 1)}
 
 
