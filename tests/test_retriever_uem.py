@@ -119,6 +119,15 @@ def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu(two_domains, fitted, mon
                                   fitted.transform(X, sample_domain=d))
 
 
+def test_gpu_model_state_holds_its_history_once(fitted):
+    # the history travels inside the packed net, not a second time as history_
+    posing = copy.deepcopy(fitted)
+    posing.device_ = posing.net_.device = "cuda"
+    state = posing.__getstate__()
+    assert "_net_torch_bytes" in state and "net_" not in state
+    assert "history_" not in state
+
+
 def test_model_fitted_on_a_missing_gpu_index_loads_on_the_cpu(fitted, monkeypatch):
     buffer = _dumped_as_fitted_on(fitted, "cuda:3")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

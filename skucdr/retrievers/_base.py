@@ -529,15 +529,17 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             # Plain pickling stores GPU tensors that only a machine with that GPU can
             # unpickle (skorch maps its module and optimizer, not the tensors its
             # callbacks hold). torch.save's format lets __setstate__ map them all.
-            state["_net_torch_bytes"] = _dump_net(state.pop("net_"))
+            net = state.pop("net_")
+            if state.get("history_") is net.history:
+                del state["history_"]  # saved with the net; __setstate__ restores it
+            state["_net_torch_bytes"] = _dump_net(net)
         return state
 
     def __setstate__(self, state):
         packed = state.pop("_net_torch_bytes", None)
         if packed is not None:
             state["net_"], state["device_"] = _load_net(packed, state["device_"])
-            if "history_" in state:
-                state["history_"] = state["net_"].history
+            state["history_"] = state["net_"].history
         self.__dict__.update(state)
         self._gallery_indexes = {}
         self._open_set_cache = {}
