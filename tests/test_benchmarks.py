@@ -208,3 +208,6 @@ def test_outline_domain_is_the_mnist_m_half_redrawn():
     np.testing.assert_array_equal(X, od.outline_domain()[0])  # seeded
     row = od.run_one(None, "mnist", (X[:40], y[:40]), (X[40:80], y[40:80]))
     assert 0.0 < row["to_outline"] <= 1.0 and 0.0 < row["from_outline"] <= 1.0
+    # results written before seeds were keyed were seed 0; keyed ones are kept as they are
+    assert od._with_seed_keys({"uem|mnist-outline": 1, "uem|mnist-outline|1": 2}) == {
+        "uem|mnist-outline|0": 1, "uem|mnist-outline|1": 2}
