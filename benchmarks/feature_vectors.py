@@ -116,11 +116,10 @@ def _standardize(X, domains):
 
 
 def run_one(method, pair, seed, feats, labels):
+    from skucdr import pack_domains
     from skucdr.metrics import cross_domain_map
 
-    X = np.concatenate([feats[d] for d in pair])
-    y = np.concatenate([labels[d] for d in pair])
-    domains = np.repeat(pair, [len(labels[d]) for d in pair])
+    X, y, domains = pack_domains({d: (feats[d], labels[d]) for d in pair})
     start = time.perf_counter()
     if method == "raw":
         Z = X

@@ -23,8 +23,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _runs(quick):
     from skucdr import TextPhaseRetriever, UniversalCDRRetriever
@@ -53,14 +51,13 @@ def main(argv=None):
 
     import torch
 
+    from skucdr import pack_domains
     from skucdr.datasets import load_digit_domains
     from skucdr.metrics import cross_domain_map
 
     torch.set_num_threads(args.threads)
     data = load_digit_domains(("mnist", "mnist_m"))
-    X = np.concatenate([data["mnist"][0], data["mnist_m"][0]])
-    y = np.concatenate([data["mnist"][1], data["mnist_m"][1]])
-    domains = np.repeat(["mnist", "mnist_m"], [len(data["mnist"][1]), len(data["mnist_m"][1])])
+    X, y, domains = pack_domains(data)
     rows = {}
     for name, make in _runs(args.quick):
         start = time.perf_counter()

@@ -79,11 +79,10 @@ def _with_seed_keys(results):
 def run_one(make, name, partner, outline, seed=0):
     """Fit ``make(seed)`` on ``partner`` (named ``name``) and ``outline``; mAP@All both
     ways."""
+    from skucdr import pack_domains
     from skucdr.metrics import cross_domain_map
 
-    X = np.concatenate([partner[0], outline[0]])
-    y = np.concatenate([partner[1], outline[1]])
-    domains = np.repeat([name, "outline"], [len(partner[1]), len(outline[1])])
+    X, y, domains = pack_domains({name: partner, "outline": outline})
     start = time.perf_counter()
     if make is None:
         Z = X.reshape(len(X), -1)

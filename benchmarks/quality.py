@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skucdr import pack_domains
 from skucdr.datasets import load_digit_domains, make_category_shift
 from skucdr.metrics import mean_average_precision, precision_at_k
 
@@ -207,9 +208,7 @@ def run_one(method, pair, setting, seed, data, device="cpu"):
             shift = make_category_shift({k: v[1] for k, v in subset.items()}, setting,
                                         query_domain=query_pair[0], seed=2024 + seed)
             subset = shift.apply(subset)
-        X = np.concatenate([subset[a][0], subset[b][0]])
-        y = np.concatenate([subset[a][1], subset[b][1]])
-        domains = np.array([a] * len(subset[a][0]) + [b] * len(subset[b][0]))
+        X, y, domains = pack_domains({a: subset[a], b: subset[b]})
         Z, model, seconds = _embed(method, seed, X, domains, device)
         for query, gallery in dirs:
             row = _direction_scores(Z, y, domains, query, gallery, model, shift, X)
