@@ -61,13 +61,21 @@ def outline_domain(seed=1):
 def _methods():
     """Method name -> ``make(seed)`` building an unfitted retriever (None: raw pixels)."""
     from skucdr import TextPhaseRetriever, UniversalCDRRetriever
+    from skucdr.nn.augment import ImageAugment
+
+    def former():  # the augmentation before amplitude_mix_eta=1 became the default
+        return ImageAugment(amplitude_mix_eta=0.5)
 
     return {
         "raw": None,
         "uem": lambda seed: UniversalCDRRetriever(random_state=seed, device="cpu"),
+        "uem_eta_half": lambda seed: UniversalCDRRetriever(
+            random_state=seed, device="cpu", augment=former()),
         "uem_no_domain_norm": lambda seed: UniversalCDRRetriever(
-            random_state=seed, device="cpu", domain_norm=False),
+            random_state=seed, device="cpu", domain_norm=False, augment=former()),
         "tpsnet": lambda seed: TextPhaseRetriever(random_state=seed, device="cpu"),
+        "tpsnet_eta_half": lambda seed: TextPhaseRetriever(
+            random_state=seed, device="cpu", augment=former()),
     }
 
 

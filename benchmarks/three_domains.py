@@ -30,17 +30,27 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 DOMAINS = ("mnist", "mnist_m", "optdigits")
 PAIRWISE = {"raw": RESULTS / "quality_uem.json", "uem": RESULTS / "quality_uem.json",
-            "tpsnet": RESULTS / "quality_tpsnet.json"}
+            "uem_eta_half": RESULTS / "quality_uem.json",
+            "tpsnet": RESULTS / "quality_tpsnet.json",
+            "tpsnet_eta_half": RESULTS / "quality_tpsnet.json"}
 
 
 def _methods():
     """Method name -> ``make(seed)`` building an unfitted retriever with its defaults."""
     from skucdr import TextPhaseRetriever, UniversalCDRRetriever
+    from skucdr.nn.augment import ImageAugment
+
+    def former():  # the augmentation before amplitude_mix_eta=1 became the default
+        return ImageAugment(amplitude_mix_eta=0.5)
 
     return {
         "raw": None,  # cosine on raw pixels, the same-run baseline
         "uem": lambda seed: UniversalCDRRetriever(random_state=seed, device="cpu"),
+        "uem_eta_half": lambda seed: UniversalCDRRetriever(
+            random_state=seed, device="cpu", augment=former()),
         "tpsnet": lambda seed: TextPhaseRetriever(random_state=seed, device="cpu"),
+        "tpsnet_eta_half": lambda seed: TextPhaseRetriever(
+            random_state=seed, device="cpu", augment=former()),
     }
 
 

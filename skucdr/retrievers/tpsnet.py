@@ -295,7 +295,8 @@ class TextPhaseRetriever(BaseRetriever):
         Training augmentation ``f(batch, generator) -> batch`` of images in ``[0, 1]``;
         ``"auto"`` is :class:`~skucdr.nn.augment.ImageAugment` (grey-scale and
         inversion with probability 0.5, any hue, see above; Fourier amplitude mixed
-        with another image of the batch with probability 0.5), which rejects pixels
+        with another image of the batch with probability 0.5, with a weight up to a
+        complete exchange), which rejects pixels
         outside ``[0, 1]`` with a ``ValueError`` (``None`` or a callable accept any
         range). The phase image is computed from the augmented view.
     image_shape : tuple (C, H, W), default=None

@@ -204,9 +204,10 @@ class UniversalCDRRetriever(BaseRetriever):
         Training augmentation; a callable ``f(batch, generator) -> batch``. ``"auto"``
         is :class:`~skucdr.nn.augment.ImageAugment` for images (crop, rotation, colour
         jitter, grey-scale, inversion, and the Fourier amplitude of another image of the
-        batch mixed in: a style exchange across domains), which needs pixels in
-        ``[0, 1]`` (other ranges raise a ``ValueError``; ``None`` or a callable accept
-        any), and :class:`~skucdr.nn.augment.FeatureAugment` for feature vectors.
+        batch mixed in, up to a complete exchange: a style exchange across domains),
+        which needs pixels in ``[0, 1]`` (other ranges raise a ``ValueError``; ``None``
+        or a callable accept any), and :class:`~skucdr.nn.augment.FeatureAugment` for
+        feature vectors.
     image_shape : tuple (C, H, W), default=None
         Shape of one image when ``X`` holds flattened images.
     index : str, default="Flat"
