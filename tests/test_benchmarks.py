@@ -231,3 +231,26 @@ def test_three_domains_scores_every_direction_against_the_pairwise_fits():
                                                  for q, g in td.directions()}}}
     table = td.markdown(results, pairwise)
     assert "| raw | 0 | 0.125 (0.250) | 0.125 (–) |" in table
+
+
+def test_committed_rows_keep_the_augmentation_they_were_measured_with():
+    """Only the defaults' rows follow ImageAugment's default; every other learned row of
+    ``quality.py`` pins ``amplitude_mix_eta=0.5``, so its committed figures reproduce."""
+    from sklearn.pipeline import Pipeline
+
+    from skucdr.nn.augment import ImageAugment
+
+    quality = _load("quality")
+    for name, (make, _) in quality.METHODS.items():
+        if make is None:
+            continue
+        model = make(0)
+        if isinstance(model, Pipeline):
+            model = model[-1]
+        if name in ("uem", "tpsnet"):
+            assert model.augment == "auto", name
+        elif name in ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99"):
+            assert model.augment == "auto", name  # never committed: variants of the default
+        else:
+            assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
+    assert ImageAugment().amplitude_mix_eta == 1.0
