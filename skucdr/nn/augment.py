@@ -83,8 +83,12 @@ class ImageAugment:
         above were measured with 0.5, before per-domain batch norm; without it, 1.0
         (seed 0) gave 0.70 / 0.67 on MNIST<->MNIST-M but 0.74 / 0.72 on
         MNIST<->optdigits. With the retrievers' ``domain_norm=True`` (mean of 2 seeds,
-        closed set): UEM 0.763 / 0.707 on MNIST<->MNIST-M (0.5: 0.760 / 0.710) and
-        ETA_OPT on MNIST<->optdigits (0.5: 0.846 / 0.826); ETA_MORE
+        closed set, 0.5 in brackets): UEM 0.762 / 0.707 (0.760 / 0.710) on
+        MNIST<->MNIST-M and 0.866 / 0.868 (0.846 / 0.826) on MNIST<->optdigits, TPSNet
+        0.704 / 0.664 (0.702 / 0.665) and 0.833 / 0.833 (0.791 / 0.792); UEM's partial
+        and open-set figures and its private-query detection rise too, its closed set
+        on the held-out optdigits<->MNIST-M falls by 0.015 / 0.028
+        (``docs/methods.md``).
 
     Notes
     -----
