@@ -29,10 +29,8 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DOMAINS = ("mnist", "mnist_m", "optdigits")
-PAIRWISE = {"raw": RESULTS / "quality_uem.json", "uem": RESULTS / "quality_uem.json",
-            "uem_eta_half": RESULTS / "quality_uem.json",
-            "tpsnet": RESULTS / "quality_tpsnet.json",
-            "tpsnet_eta_half": RESULTS / "quality_tpsnet.json"}
+# quality.py's results, keyed method|pair|setting|seed: the pairwise fits to compare with
+PAIRWISE = (RESULTS / "quality_uem.json", RESULTS / "quality_tpsnet.json")
 
 
 def _methods():
@@ -119,7 +117,7 @@ def markdown(results, pairwise):
         cells = []
         for query, gallery in directions():
             three = _fmt([row[f"{query}->{gallery}"] for row in rows])
-            pair = _fmt([pairwise_map(pairwise.get(method, {}), method, query, gallery, seed)
+            pair = _fmt([pairwise_map(pairwise, method, query, gallery, seed)
                          for seed in seeds])
             cells.append(f"{three} ({pair})")
         fit = f"{np.mean([row['fit_seconds'] for row in rows]):.0f}"
@@ -147,7 +145,8 @@ def main(argv=None):
 
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
-    pairwise = {m: json.loads(p.read_text()) for m, p in PAIRWISE.items() if p.exists()}
+    pairwise = {key: entry for path in PAIRWISE if path.exists()
+                for key, entry in json.loads(path.read_text()).items()}
     data = load_digit_domains(DOMAINS)
     for seed in args.seeds:
         for method in args.methods:

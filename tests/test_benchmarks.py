@@ -221,12 +221,12 @@ def test_three_domains_scores_every_direction_against_the_pairwise_fits():
     row = td.run_one(None, data)  # raw pixels: no fit
     assert set(row) == {"fit_seconds"} | {f"{q}->{g}" for q, g in td.directions(list(data))}
     assert all(0.0 < v <= 1.0 for k, v in row.items() if k != "fit_seconds")
-    pairwise = {"raw": {"raw|mnist-mnist_m|closed|0": {"rows": [
+    pairwise = {"raw|mnist-mnist_m|closed|0": {"rows": [
         {"query": "mnist", "gallery": "mnist_m", "map_all": 0.25},
-        {"query": "mnist_m", "gallery": "mnist", "map_all": 0.5}]}}}
+        {"query": "mnist_m", "gallery": "mnist", "map_all": 0.5}]}}
     # a direction is found whichever way round quality.py named the pair
-    assert td.pairwise_map(pairwise["raw"], "raw", "mnist_m", "mnist", 0) == 0.5
-    assert td.pairwise_map(pairwise["raw"], "raw", "mnist", "optdigits", 0) is None
+    assert td.pairwise_map(pairwise, "raw", "mnist_m", "mnist", 0) == 0.5
+    assert td.pairwise_map(pairwise, "raw", "mnist", "optdigits", 0) is None
     results = {"raw|0": {"fit_seconds": 0.0, **{f"{q}->{g}": 0.125
                                                  for q, g in td.directions()}}}
     table = td.markdown(results, pairwise)
