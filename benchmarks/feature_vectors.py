@@ -12,12 +12,19 @@ of the digit domains, computed offline here:
 * ``backbone``: the library's default CNN trained *with labels* on optdigits alone (15
   epochs, the default image augmentation without amplitude mix, seed 0), its pooled
   128-d features — a stand-in for a pretrained network that has seen one domain (as an
-  ImageNet backbone has seen photos).
+  ImageNet backbone has seen photos);
+* ``mnist_backbone``: the same, trained on MNIST alone — strong features for MNIST and
+  optdigits, weak ones for MNIST-M.
 
-Rows, each on the closed-set pairs MNIST<->optdigits and MNIST<->MNIST-M, both
-directions, cross-domain mAP@All: the input features themselves (``raw``), the input
-standardised per domain (``standardized``: per-domain mean and standard deviation of
-every feature), and the retriever with its defaults (``uem``), without domain-specific
+Rows, each on the closed-set pairs MNIST<->optdigits and MNIST<->MNIST-M (and the
+held-out optdigits<->MNIST-M when named with ``--pairs``), both directions, cross-domain
+mAP@All: the input features themselves (``raw``), the input standardised per domain
+(``standardized``: per-domain mean and standard deviation of every feature), and the
+retriever with its defaults (``uem``: 32 rows per domain in every step, input
+standardised per domain by ``standardize_features=True``) and without that
+standardisation (``uem_unstandardized``). Rows measured at the former batch size (64
+rows per domain) keep it: ``uem_bs64`` and ``uem_unstandardized_bs64`` (the default
+before 2026-12-02), and, both without the standardisation, without domain-specific
 batch norm (``uem_no_domain_norm``) and with the former feature augmentation
 (``uem_weak_augment``: noise 0.05, dropout 0.1). Results are appended to the JSON after
 every fit (resumable); a markdown table is written next to it.
@@ -26,6 +33,7 @@ Usage::
 
     python benchmarks/feature_vectors.py --threads 1 --out results/feature_vectors.json
     python benchmarks/feature_vectors.py --features hog --seeds 0 --methods raw uem
+    python benchmarks/feature_vectors.py --pairs optdigits-mnist_m --methods raw uem
 """
 
 from __future__ import annotations
@@ -40,7 +48,13 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAIRS = (("mnist", "optdigits"), ("mnist", "mnist_m"))
-FEATURES = ("hog", "backbone")
+# Never used to choose a default: run only when named (--pairs optdigits-mnist_m).
+HOLDOUT_PAIRS = (("optdigits", "mnist_m"),)
+FEATURES = ("hog", "backbone", "mnist_backbone")
+# Rows measured before standardize_features=True and batch_size=32 keep what they were
+# measured with.
+UNSTANDARDIZED = dict(standardize_features=False)
+FORMER_BATCH = dict(batch_size=64)
 
 
 def _uem(**overrides):
@@ -63,8 +77,12 @@ METHODS = {
     "raw": None,
     "standardized": None,
     "uem": _uem(),
-    "uem_no_domain_norm": _uem(domain_norm=False),
-    "uem_weak_augment": lambda seed: _uem(augment=_weak_augment())(seed),
+    "uem_unstandardized": _uem(**UNSTANDARDIZED),
+    "uem_bs64": _uem(**FORMER_BATCH),
+    "uem_unstandardized_bs64": _uem(**UNSTANDARDIZED, **FORMER_BATCH),
+    "uem_no_domain_norm": _uem(domain_norm=False, **UNSTANDARDIZED, **FORMER_BATCH),
+    "uem_weak_augment": lambda seed: _uem(augment=_weak_augment(), **UNSTANDARDIZED,
+                                          **FORMER_BATCH)(seed),
 }
 
 
@@ -77,8 +95,8 @@ def hog_features(images):
                      for im in grey]).astype(np.float32)
 
 
-def backbone_features(data, epochs=15, seed=0):
-    """Pooled features of the default CNN trained with labels on optdigits alone."""
+def backbone_features(data, source="optdigits", epochs=15, seed=0):
+    """Pooled features of the default CNN trained with labels on domain ``source`` alone."""
     import torch
     from torch.nn import functional as F
 
@@ -86,8 +104,8 @@ def backbone_features(data, epochs=15, seed=0):
     from skucdr.nn.encoders import build_encoder
 
     torch.manual_seed(seed)
-    X = torch.as_tensor(data["optdigits"][0], dtype=torch.float32)
-    y = torch.as_tensor(data["optdigits"][1]).long()
+    X = torch.as_tensor(data[source][0], dtype=torch.float32)
+    y = torch.as_tensor(data[source][1]).long()
     encoder = build_encoder("cnn", image_shape=tuple(X.shape[1:]), n_features=None)
     head = torch.nn.Linear(encoder.feature_dim, int(y.max()) + 1)
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-3)
@@ -105,6 +123,12 @@ def backbone_features(data, epochs=15, seed=0):
         return {name: torch.cat([encoder(torch.as_tensor(images[i:i + 500], dtype=torch.float32))
                                  for i in range(0, len(images), 500)]).numpy()
                 for name, (images, _) in data.items()}
+
+
+def _features(kind, data):
+    if kind == "hog":
+        return {name: hog_features(X) for name, (X, _) in data.items()}
+    return backbone_features(data, source="mnist" if kind == "mnist_backbone" else "optdigits")
 
 
 def _standardize(X, domains):
@@ -158,6 +182,9 @@ def main(argv=None):
     parser.add_argument("--features", nargs="+", choices=FEATURES, default=list(FEATURES))
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--pairs", nargs="+", default=None,
+                        choices=["-".join(p) for p in PAIRS + HOLDOUT_PAIRS],
+                        help="default: the tuning pairs (the held-out pair only when named)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", default=str(RESULTS / "feature_vectors.json"))
     args = parser.parse_args(argv)
@@ -172,17 +199,18 @@ def main(argv=None):
     results = json.loads(out.read_text()) if out.exists() else {}
     data = load_digit_domains()
     labels = {name: y for name, (_, y) in data.items()}
+    pairs = PAIRS if args.pairs is None else [p for p in PAIRS + HOLDOUT_PAIRS
+                                               if "-".join(p) in args.pairs]
     for kind in args.features:
         feats = None
-        for pair in PAIRS:
+        for pair in pairs:
             for method in args.methods:
                 for seed in [0] if METHODS[method] is None else args.seeds:
                     key = f"{kind}|{method}|{'-'.join(pair)}|{seed}"
                     if key in results:
                         continue
                     if feats is None:
-                        feats = ({n: hog_features(X) for n, (X, _) in data.items()}
-                                 if kind == "hog" else backbone_features(data))
+                        feats = _features(kind, data)
                     rows = run_one(method, pair, seed, feats, labels)
                     results[key] = {"rows": rows, "threads": args.threads}
                     tmp = out.with_suffix(".partial.json")

@@ -69,10 +69,14 @@ def _methods():
     return {
         "raw": None,
         "uem": lambda seed: UniversalCDRRetriever(random_state=seed, device="cpu"),
+        # UEM's former batch size (64 rows per domain, the default before 2026-12-02)
+        "uem_bs64": lambda seed: UniversalCDRRetriever(
+            random_state=seed, device="cpu", batch_size=64),
         "uem_eta_half": lambda seed: UniversalCDRRetriever(
-            random_state=seed, device="cpu", augment=former()),
+            random_state=seed, device="cpu", augment=former(), batch_size=64),
         "uem_no_domain_norm": lambda seed: UniversalCDRRetriever(
-            random_state=seed, device="cpu", domain_norm=False, augment=former()),
+            random_state=seed, device="cpu", domain_norm=False, augment=former(),
+            batch_size=64),
         "tpsnet": lambda seed: TextPhaseRetriever(random_state=seed, device="cpu"),
         "tpsnet_eta_half": lambda seed: TextPhaseRetriever(
             random_state=seed, device="cpu", augment=former()),

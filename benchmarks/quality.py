@@ -20,7 +20,9 @@ without per-domain batch norm: ``uem_spda``, ``uem_no_merge``, ..., ``uem_stage1
 at the defaults of before the amplitude mix's ``amplitude_mix_eta=1`` (90 epochs,
 ``domain_norm=True``: the same names with ``_dn``). Every row but ``uem`` and ``tpsnet``
 keeps the augmentation it was measured with (``FORMER_AUGMENT``, ``amplitude_mix_eta=0.5``);
-``uem_eta_half`` and ``tpsnet_eta_half`` are the defaults with it.
+``uem_eta_half`` and ``tpsnet_eta_half`` are the defaults with it. Every UEM row but
+``uem`` keeps the batch size it was measured with (``FORMER_UEM_BATCH``, 64 rows per
+domain); ``uem_bs64`` is UEM's default with it.
 
 Pairs: MNIST<->optdigits and MNIST<->MNIST-M, on which the defaults were chosen; the
 held-out optdigits<->MNIST-M runs only when named (``--pairs optdigits-mnist_m``).
@@ -64,6 +66,10 @@ TABLE4_EPOCHS = 60
 # before amplitude_mix_eta=1 (2026-11-23). Pinned so that their committed figures
 # reproduce; "uem_eta_half" and "tpsnet_eta_half" are the defaults with it.
 FORMER_AUGMENT = dict(augment=ImageAugment(amplitude_mix_eta=0.5))
+# UEM's batch size before batch_size=32 became its default (2026-12-02): every UEM row
+# but "uem" (and the never-committed instance-term variants) was measured with it and
+# keeps it; "uem_bs64" is the former default.
+FORMER_UEM_BATCH = dict(batch_size=64)
 
 
 def _uem(**overrides):
@@ -78,7 +84,8 @@ def _uem(**overrides):
 def _table4(**overrides):
     """A UEM row of the paper's Table 4, as Table 4 was measured: at 60 epochs, without
     domain-specific batch norm (both the defaults then)."""
-    return _uem(max_epochs=TABLE4_EPOCHS, domain_norm=False, **FORMER_AUGMENT, **overrides)
+    return _uem(max_epochs=TABLE4_EPOCHS, domain_norm=False, **FORMER_AUGMENT,
+                **FORMER_UEM_BATCH, **overrides)
 
 
 def _stage1_only(domain_norm):
@@ -94,7 +101,7 @@ def _stage1_only(domain_norm):
         epochs = ref.max_epochs - int(round(ref.stage2_fraction * ref.max_epochs))
         return UniversalCDRRetriever(max_epochs=epochs, stage2_fraction=0.0,
                                      random_state=seed, device="cpu", domain_norm=domain_norm,
-                                     **FORMER_AUGMENT)
+                                     **FORMER_AUGMENT, **FORMER_UEM_BATCH)
 
     return make
 
@@ -123,7 +130,7 @@ def _phase_pipeline(seed):
         PhasePriorExtractor(output="concat"),
         # as measured, before domain-specific batch norm became the default
         UniversalCDRRetriever(random_state=seed, device="cpu", domain_norm=False,
-                              **FORMER_AUGMENT),
+                              **FORMER_AUGMENT, **FORMER_UEM_BATCH),
     )
 
 
@@ -145,10 +152,13 @@ METHODS = {
     "pca": (None, SETTINGS),
     "uem_stage1": (_stage1_only(domain_norm=False), SETTINGS),
     "uem": (_uem(), SETTINGS),
-    # the default with the former augmentation (amplitude_mix_eta=0.5, the default before)
-    "uem_eta_half": (_uem(**FORMER_AUGMENT), SETTINGS),
+    # the former default, 64 rows per domain in every step (before 2026-12-02)
+    "uem_bs64": (_uem(**FORMER_UEM_BATCH), SETTINGS),
+    # and with the former augmentation (amplitude_mix_eta=0.5, the default before that)
+    "uem_eta_half": (_uem(**FORMER_AUGMENT, **FORMER_UEM_BATCH), SETTINGS),
     # and without domain-specific batch norm either (the default before that)
-    "uem_no_domain_norm": (_uem(domain_norm=False, **FORMER_AUGMENT), SETTINGS),
+    "uem_no_domain_norm": (_uem(domain_norm=False, **FORMER_AUGMENT, **FORMER_UEM_BATCH),
+                           SETTINGS),
     # the paper's stage 2 (adversarial alignment + SPR); the ablations below remove one
     # component each from it, as in the paper's Table 4. Table 4 runs at 60 epochs, the
     # default when it was measured (now 90), and without domain-specific batch norm
@@ -158,7 +168,7 @@ METHODS = {
     # Table 4 again at the defaults of 2026-11-23 before amplitude_mix_eta=1 (90 epochs,
     # domain-specific batch norm), open set on MNIST<->optdigits; compare with
     # "uem_eta_half"
-    **{f"{name}_dn": (_uem(**FORMER_AUGMENT, **overrides), ("open_set",))
+    **{f"{name}_dn": (_uem(**FORMER_AUGMENT, **FORMER_UEM_BATCH, **overrides), ("open_set",))
        for name, overrides in TABLE4_ROWS.items()},
     "uem_stage1_dn": (_stage1_only(domain_norm=True), ("closed",)),
     "uem_bank_negatives": (_uem(instance_negatives="bank"), ("closed",)),

@@ -44,8 +44,11 @@ def _methods():
     return {
         "raw": None,  # cosine on raw pixels, the same-run baseline
         "uem": lambda seed: UniversalCDRRetriever(random_state=seed, device="cpu"),
+        # UEM's former batch size (64 rows per domain, the default before 2026-12-02)
+        "uem_bs64": lambda seed: UniversalCDRRetriever(
+            random_state=seed, device="cpu", batch_size=64),
         "uem_eta_half": lambda seed: UniversalCDRRetriever(
-            random_state=seed, device="cpu", augment=former()),
+            random_state=seed, device="cpu", augment=former(), batch_size=64),
         "tpsnet": lambda seed: TextPhaseRetriever(random_state=seed, device="cpu"),
         "tpsnet_eta_half": lambda seed: TextPhaseRetriever(
             random_state=seed, device="cpu", augment=former()),

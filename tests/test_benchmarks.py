@@ -182,13 +182,21 @@ def test_feature_vectors_rows_and_baselines():
     for d in ("a", "b"):
         np.testing.assert_allclose(Z[domains == d].mean(0), 0, atol=1e-6)
         np.testing.assert_allclose(Z[domains == d].std(0), 1, atol=1e-4)
-    # each learned row differs from the default in the one parameter it names
+    # each learned row differs from the default in the parameters it names; the rows
+    # measured before batch_size=32 and standardize_features=True keep those settings
     default = fv.METHODS["uem"](0).get_params()
-    assert fv.METHODS["uem_no_domain_norm"](0).get_params() == {**default, "domain_norm": False}
+    assert default["standardize_features"] and default["batch_size"] == 32
+    plain, former = dict(standardize_features=False), dict(batch_size=64)
+    assert fv.METHODS["uem_unstandardized"](0).get_params() == {**default, **plain}
+    assert fv.METHODS["uem_bs64"](0).get_params() == {**default, **former}
+    assert fv.METHODS["uem_unstandardized_bs64"](0).get_params() == {**default, **plain,
+                                                                     **former}
+    assert fv.METHODS["uem_no_domain_norm"](0).get_params() == {
+        **default, **plain, **former, "domain_norm": False}
     weak = fv.METHODS["uem_weak_augment"](0).get_params()
     assert (weak["augment"].noise, weak["augment"].dropout) == (0.05, 0.1)
     assert {k: v for k, v in weak.items() if k != "augment"} == {
-        k: v for k, v in default.items() if k != "augment"}
+        k: v for k, v in default.items() if k != "augment"} | plain | former
     pytest.importorskip("skimage")
     images = np.random.RandomState(0).rand(3, 3, 28, 28).astype(np.float32)
     assert fv.hog_features(images).shape == (3, 324)
@@ -247,10 +255,22 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         model = make(0)
         if isinstance(model, Pipeline):
             model = model[-1]
-        if name in ("uem", "tpsnet"):
+        variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
+        if name in ("uem", "tpsnet") + variants:  # variants: never committed
             assert model.augment == "auto", name
-        elif name in ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99"):
-            assert model.augment == "auto", name  # never committed: variants of the default
+        elif name == "uem_bs64":
+            assert model.augment == "auto" and model.batch_size == 64, name
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
+        # and UEM's rows the batch size they were measured with
+        if type(model).__name__ == "UniversalCDRRetriever":
+            assert model.batch_size == (32 if name in ("uem",) + variants else 64), name
     assert ImageAugment().amplitude_mix_eta == 1.0
+
+
+@pytest.mark.parametrize("script", ["three_domains", "outline_domain"])
+def test_committed_uem_rows_keep_the_batch_size_they_were_measured_with(script):
+    methods = _load(script)._methods()
+    for name, make in methods.items():
+        if make is not None and name.startswith("uem"):
+            assert make(0).batch_size == (32 if name == "uem" else 64), name

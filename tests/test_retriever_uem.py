@@ -317,3 +317,66 @@ def test_stage2_without_alignment_keeps_the_semantic_terms(two_domains, monkeypa
     assert stage2 and all("loss_pnce" in e and "loss_dal" not in e for e in stage2)
     assert all(("loss_ince" in e) == stage2_instance for e in stage2)
     assert np.isfinite(r.transform(X[rows], sample_domain=d[rows])).all()
+
+
+# --------------------------------------------- per-domain standardisation of feature vectors
+def test_feature_vectors_are_standardised_per_domain(two_domains, fitted):
+    X, _, d = two_domains
+    for k, name in enumerate(fitted.domains_):
+        rows = X[d == name].astype(np.float64)
+        np.testing.assert_allclose(fitted.input_mean_[k], rows.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fitted.input_scale_[k], rows.std(0), rtol=1e-5)
+    # pooled row (unseen domains): the union of the domains with equal weights
+    both = np.vstack([X[d == "a"], X[d == "b"]]).astype(np.float64)  # equal sizes here
+    np.testing.assert_allclose(fitted.input_mean_[-1], both.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fitted.input_scale_[-1], both.std(0), rtol=1e-5)
+
+
+def test_a_per_feature_affine_change_of_one_domain_leaves_the_embedding_unchanged(
+        two_domains, fitted):
+    X, _, d = two_domains
+    rng = np.random.RandomState(3)
+    scale, shift = rng.uniform(0.5, 4, size=10), rng.uniform(-5, 5, size=10)
+    moved = X.copy()
+    moved[d == "b"] = (X[d == "b"] * scale + shift).astype(np.float32)
+    other = UniversalCDRRetriever(**TINY).fit(moved, sample_domain=d)
+    np.testing.assert_allclose(other.transform(moved, sample_domain=d),
+                               fitted.transform(X, sample_domain=d), atol=1e-4)
+    # without the standardisation the same change does move it
+    plain = dict(TINY, standardize_features=False)
+    a = UniversalCDRRetriever(**plain).fit(X, sample_domain=d).transform(X, sample_domain=d)
+    b = UniversalCDRRetriever(**plain).fit(moved, sample_domain=d).transform(
+        moved, sample_domain=d)
+    assert np.abs(a - b).max() > 1e-2
+
+
+def test_unseen_domains_use_the_pooled_statistics(two_domains, fitted):
+    X, _, _ = two_domains
+    unseen = fitted.transform(X[:5], sample_domain=["new"] * 5)
+    np.testing.assert_array_equal(unseen, fitted.transform(X[:5]))
+    assert np.abs(unseen - fitted.transform(X[:5], sample_domain=["a"] * 5)).max() > 1e-3
+
+
+def test_standardisation_applies_only_to_the_built_in_mlp_on_feature_vectors(two_domains):
+    X, _, d = two_domains
+    off = UniversalCDRRetriever(**dict(TINY, standardize_features=False)).fit(
+        X, sample_domain=d)
+    assert not hasattr(off, "input_mean_") and not hasattr(off, "input_scale_")
+    module = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU())
+    own = UniversalCDRRetriever(**dict(TINY, encoder=module)).fit(X, sample_domain=d)
+    assert not hasattr(own, "input_mean_")
+    mlp = UniversalCDRRetriever(**dict(TINY, encoder="mlp")).fit(X, sample_domain=d)
+    assert mlp.input_mean_.shape == (3, 10)
+    # a refit on images drops the statistics of the former fit
+    images = np.random.RandomState(0).rand(24, 1, 8, 8).astype(np.float32)
+    mlp.set_params(encoder="auto").fit(images, sample_domain=["a", "b"] * 12)
+    assert not hasattr(mlp, "input_mean_")
+
+
+def test_a_feature_constant_in_a_domain_keeps_unit_scale(two_domains):
+    X, _, d = two_domains
+    X = X.copy()
+    X[d == "a", 0] = 7.0
+    model = UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
+    assert model.input_scale_[0, 0] == 1.0 and model.input_mean_[0, 0] == 7.0
+    assert np.isfinite(model.transform(X, sample_domain=d)).all()

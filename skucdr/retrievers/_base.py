@@ -10,6 +10,10 @@ A concrete retriever implements three hooks:
   per-domain statistics with ``domain_norm=True`` (the domain codes of every batch
   reach them through :func:`~skucdr.nn.domain_norm.domain_codes`).
 
+A retriever may also override ``_standardizes_inputs(image_shape)`` to standardise every
+input feature per domain before training and inference (fitted ``input_mean_`` and
+``input_scale_``).
+
 Everything else — validation, the domain model, seeding, batched inference, the faiss
 gallery, open-set detection, scoring, metadata requests and persistence — lives here.
 """
@@ -124,6 +128,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.image_shape_ = data.image_shape
         self.device_ = resolve_device(self.device)
         codes = self._domain_codes(data.sample_domain)
+        self._fit_input_standardization(data, codes)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         devices = [torch.cuda.current_device()] if self.device_.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
@@ -137,11 +142,52 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self._set_gallery(self.train_embedding_, data.sample_domain)
         return data
 
-    def _training_inputs(self, data):
-        """The fitted rows as a CPU tensor (images reshaped) and the encoder to train."""
+    def _standardizes_inputs(self, image_shape):
+        """Whether inputs of this shape are standardised per domain (none by default)."""
+        return False
+
+    def _fit_input_standardization(self, data, codes):
+        """Per-domain mean and scale of every input feature, when
+        :meth:`_standardizes_inputs` says so (else neither attribute exists).
+
+        Row ``k`` of ``input_mean_`` / ``input_scale_`` holds fitted domain ``k``'s
+        statistics; the last row, used for rows of a domain not seen in fit (code -1),
+        the pooled ones: the union of the domains with equal weights, as
+        :class:`~skucdr.nn.domain_norm.DomainBatchNorm` pools its statistics."""
+        for name in ("input_mean_", "input_scale_"):  # a refit starts afresh
+            self.__dict__.pop(name, None)
+        if not self._standardizes_inputs(data.image_shape):
+            return
+        X = data.X
+        n_domains = len(self.domains_)
+        mean = np.empty((n_domains + 1, X.shape[1]), dtype=np.float64)
+        var = np.empty_like(mean)
+        for k in range(n_domains):
+            rows = X[codes == k].astype(np.float64)
+            mean[k], var[k] = rows.mean(axis=0), rows.var(axis=0)
+        mean[-1] = mean[:-1].mean(axis=0)
+        var[-1] = var[:-1].mean(axis=0) + ((mean[:-1] - mean[-1]) ** 2).mean(axis=0)
+        scale = np.sqrt(var)
+        # a feature constant within a domain keeps its scale (as in StandardScaler)
+        scale[scale < 10 * np.finfo(np.float32).eps] = 1.0
+        self.input_mean_ = mean.astype(np.float32)
+        self.input_scale_ = scale.astype(np.float32)
+
+    def _standardized(self, X, codes):
+        """``X`` standardised with the statistics of each row's domain (as is without)."""
+        mean = getattr(self, "input_mean_", None)
+        if mean is None:
+            return X
+        codes = np.asarray(codes)
+        return ((X - mean[codes]) / self.input_scale_[codes]).astype(np.float32, copy=False)
+
+    def _training_inputs(self, data, codes):
+        """The fitted rows as a CPU tensor (images reshaped, features standardised per
+        domain when :meth:`_standardizes_inputs` says so) and the encoder to train."""
+        X = self._standardized(data.X, codes)
         # torch warns on read-only arrays (e.g. a float32 DataFrame's values); training
         # never writes to X, but a copy keeps that promise out of torch's hands
-        X = torch.from_numpy(data.X if data.X.flags.writeable else data.X.copy())
+        X = torch.from_numpy(X if X.flags.writeable else X.copy())
         if data.image_shape is not None:
             X = X.view(-1, *data.image_shape)
         encoder = build_encoder(
@@ -234,8 +280,8 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         with torch.no_grad():
             for start in starts:
                 # torch.as_tensor copies read-only batches (no warning, no aliasing)
-                xb = torch.as_tensor(np.array(X_flat[start : start + step], copy=not
-                                              X_flat.flags.writeable)).to(device)
+                xb = self._standardized(X_flat[start : start + step], codes[start : start + step])
+                xb = torch.as_tensor(np.array(xb, copy=not xb.flags.writeable)).to(device)
                 if self.image_shape_ is not None:
                     xb = xb.view(-1, *self.image_shape_)
                 cb = torch.as_tensor(np.asarray(codes[start : start + step])).to(device)

@@ -493,7 +493,7 @@ class TextPhaseRetriever(BaseRetriever):
     def _fit_network(self, data, codes, generator):
         if isinstance(self.encoder, str) and self.encoder == "mlp":
             raise ValueError("TextPhaseRetriever needs an image encoder, not encoder='mlp'.")
-        X, encoder = self._training_inputs(data)
+        X, encoder = self._training_inputs(data, codes)
         tower = None
         if self.text_prior:
             tower = BuiltinTextTower() if self.text_tower == "builtin" \
