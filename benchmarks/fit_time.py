@@ -4,7 +4,8 @@ Fits, one after the other in one process (so the machine's state is shared):
 
 * UEM for 15 epochs with and without ``domain_norm`` (the ratio is the cost of
   per-domain batch norm);
-* the default UniversalCDRRetriever and TextPhaseRetriever.
+* the default UniversalCDRRetriever (and with its former ``batch_size=64``: the ratio is
+  the cost of the smaller batches) and TextPhaseRetriever.
 
 Each row reports the fit's seconds, the cross-domain mAP@All of the fitted rows embedded
 with their ``sample_domain``, and without it (rows of an unknown domain use the pooled
@@ -37,6 +38,9 @@ def _runs(quick):
     if not quick:
         runs += [
             ("uem_default", lambda: UniversalCDRRetriever(random_state=0, device="cpu")),
+            # the former default batch size (64 rows per domain, before 2026-12-02)
+            ("uem_default_bs64", lambda: UniversalCDRRetriever(batch_size=64, random_state=0,
+                                                               device="cpu")),
             ("tpsnet_default", lambda: TextPhaseRetriever(random_state=0, device="cpu")),
         ]
     return runs
@@ -75,6 +79,9 @@ def main(argv=None):
     if "uem_15_epochs_no_domain_norm" in rows:
         ratio = rows["uem_15_epochs"]["seconds"] / rows["uem_15_epochs_no_domain_norm"]["seconds"]
         print(f"domain_norm costs {ratio:.2f}x the fit without it (15 epochs, same run)")
+    if "uem_default_bs64" in rows:
+        ratio = rows["uem_default"]["seconds"] / rows["uem_default_bs64"]["seconds"]
+        print(f"batch_size=32 costs {ratio:.2f}x the fit with batch_size=64 (same run)")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
 

@@ -18,6 +18,17 @@ TINY = dict(n_components=8, max_epochs=2, batch_size=16, n_prototypes=3, device=
             random_state=0)
 
 
+def assert_same_fit(actual, desired):
+    """Two CPU fits with the same seed: equal up to float rounding.
+
+    Bit for bit on every machine we ran here, but one CI run (2 cores) once gave two fits
+    in one process that differed by 5e-5 (a reduction order that changed under the
+    OpenMP runtimes torch and faiss bring); a fit that saw the labels, a different seed
+    or other batches moves the embedding by orders of magnitude more.
+    """
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def two_domains():
     rng = np.random.RandomState(0)
@@ -42,15 +53,14 @@ def test_transform_is_normalised_float32_and_reproducible(two_domains, fitted):
     assert Z.dtype == np.float32 and Z.shape == (120, 8)
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
     again = UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
-    np.testing.assert_array_equal(again.transform(X, sample_domain=d), Z)
+    assert_same_fit(again.transform(X, sample_domain=d), Z)
 
 
 def test_labels_never_influence_training(two_domains, fitted):
     X, y, d = two_domains
     permuted = np.random.RandomState(1).permutation(y)
     other = UniversalCDRRetriever(**TINY).fit(X, permuted, sample_domain=d)
-    np.testing.assert_array_equal(other.transform(X, sample_domain=d),
-                                  fitted.transform(X, sample_domain=d))
+    assert_same_fit(other.transform(X, sample_domain=d), fitted.transform(X, sample_domain=d))
 
 
 def test_mapping_in_gives_mapping_out(two_domains, fitted):
@@ -247,7 +257,7 @@ def test_two_view_instance_term_is_reproducible_and_distinct(two_domains, fitted
     kw = dict(TINY, max_epochs=3)
     a = UniversalCDRRetriever(**kw).fit(X, sample_domain=d)
     b = UniversalCDRRetriever(**kw).fit(X, sample_domain=d)
-    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    assert_same_fit(a.transform(X), b.transform(X))
     bank = UniversalCDRRetriever(**kw, instance_negatives="bank").fit(X, sample_domain=d)
     assert not np.allclose(a.transform(X), bank.transform(X))
     # NT-Xent over 2 x 16 views of a domain: about log(31) at random directions
@@ -281,7 +291,7 @@ def test_read_only_input_fits_and_transforms_without_warning(two_domains, fitted
         np.testing.assert_array_equal(fitted.transform(frozen, sample_domain=d),
                                       fitted.transform(X, sample_domain=d))
         refit = UniversalCDRRetriever(**TINY).fit(frozen, sample_domain=d)
-    np.testing.assert_array_equal(refit.gallery_embedding_, fitted.gallery_embedding_)
+    assert_same_fit(refit.gallery_embedding_, fitted.gallery_embedding_)
 
 
 def test_verbose_prints_one_named_line_per_epoch(two_domains, capsys):
