@@ -154,6 +154,8 @@ METHODS = {
     "uem": (_uem(), SETTINGS),
     # the former default, 64 rows per domain in every step (before 2026-12-02)
     "uem_bs64": (_uem(**FORMER_UEM_BATCH), SETTINGS),
+    # a candidate: 16 rows per domain
+    "uem_bs16": (_uem(batch_size=16), ("closed",)),
     # and with the former augmentation (amplitude_mix_eta=0.5, the default before that)
     "uem_eta_half": (_uem(**FORMER_AUGMENT, **FORMER_UEM_BATCH), SETTINGS),
     # and without domain-specific batch norm either (the default before that)
@@ -175,6 +177,8 @@ METHODS = {
     "uem_batch_negatives": (_uem(instance_negatives="batch"), ("closed",)),
     "uem_bank_momentum_0.99": (_uem(instance_negatives="bank", bank_momentum=0.99), ("closed",)),
     "tpsnet": (_tpsnet(), SETTINGS),
+    # a candidate: UEM's batch size (32 rows per domain) for TPSNet, which keeps 64
+    "tpsnet_bs32": (_tpsnet(batch_size=32), ("closed",)),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT), SETTINGS),
     # the ablations of the priors compare with tpsnet_no_domain_norm

@@ -256,7 +256,8 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         if isinstance(model, Pipeline):
             model = model[-1]
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
-        if name in ("uem", "tpsnet") + variants:  # variants: never committed
+        candidates = ("uem_bs16", "tpsnet_bs32")  # the defaults with another batch size
+        if name in ("uem", "tpsnet") + candidates + variants:  # variants: never committed
             assert model.augment == "auto", name
         elif name == "uem_bs64":
             assert model.augment == "auto" and model.batch_size == 64, name
@@ -264,7 +265,8 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and UEM's rows the batch size they were measured with
         if type(model).__name__ == "UniversalCDRRetriever":
-            assert model.batch_size == (32 if name in ("uem",) + variants else 64), name
+            expected = 16 if name == "uem_bs16" else 32 if name in ("uem",) + variants else 64
+            assert model.batch_size == expected, name
     assert ImageAugment().amplitude_mix_eta == 1.0
 
 
