@@ -4,17 +4,20 @@ Fits, one after the other in one process (so the machine's state is shared):
 
 * UEM for 15 epochs with and without ``domain_norm`` (the ratio is the cost of
   per-domain batch norm);
-* the default UniversalCDRRetriever (and with its former ``batch_size=64``: the ratio is
-  the cost of the smaller batches) and TextPhaseRetriever.
+* the default UniversalCDRRetriever and TextPhaseRetriever, each also with its former
+  ``batch_size=64`` (the ratio is the cost of the smaller batches).
 
 Each row reports the fit's seconds, the cross-domain mAP@All of the fitted rows embedded
 with their ``sample_domain``, and without it (rows of an unknown domain use the pooled
-batch-norm statistics of the fitted domains). Run it on an otherwise idle machine.
+batch-norm statistics of the fitted domains) and the run it was measured in (its start
+time, UTC): ratios are only quoted within a run. ``--runs`` measures some rows again and
+keeps the others of ``--out``. Run it on an otherwise idle machine.
 
 Usage::
 
     python benchmarks/fit_time.py --threads 2 --out results/fit_time.json
     python benchmarks/fit_time.py --quick        # the two 15-epoch fits only
+    python benchmarks/fit_time.py --runs tpsnet_default tpsnet_default_bs64 --out results/fit_time.json
 """
 
 from __future__ import annotations
@@ -42,8 +45,18 @@ def _runs(quick):
             ("uem_default_bs64", lambda: UniversalCDRRetriever(batch_size=64, random_state=0,
                                                                device="cpu")),
             ("tpsnet_default", lambda: TextPhaseRetriever(random_state=0, device="cpu")),
+            # the former default batch size (64 rows per domain, before 2026-12-03)
+            ("tpsnet_default_bs64", lambda: TextPhaseRetriever(batch_size=64, random_state=0,
+                                                               device="cpu")),
         ]
     return runs
+
+
+RATIOS = (  # (row, baseline row, what the ratio is)
+    ("uem_15_epochs", "uem_15_epochs_no_domain_norm", "domain_norm (15 epochs)"),
+    ("uem_default", "uem_default_bs64", "UEM's batch_size=32 against 64"),
+    ("tpsnet_default", "tpsnet_default_bs64", "TPSNet's batch_size=32 against 64"),
+)
 
 
 def main(argv=None):
@@ -51,6 +64,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="the 15-epoch fits only")
     parser.add_argument("--out", default=None, help="JSON file for the rows")
+    parser.add_argument("--runs", nargs="+", default=None,
+                        choices=[name for name, _ in _runs(quick=False)],
+                        help="measure these rows only (the others of --out are kept)")
     args = parser.parse_args(argv)
 
     import torch
@@ -62,8 +78,13 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     data = load_digit_domains(("mnist", "mnist_m"))
     X, y, domains = pack_domains(data)
+    out = Path(args.out) if args.out else None
+    kept = json.loads(out.read_text()) if out is not None and out.exists() and args.runs else {}
+    run = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rows = {}
     for name, make in _runs(args.quick):
+        if args.runs and name not in args.runs:
+            continue
         start = time.perf_counter()
         model = make().fit(X, sample_domain=domains)
         seconds = time.perf_counter() - start
@@ -74,16 +95,15 @@ def main(argv=None):
             "map_all_without_sample_domain": round(cross_domain_map(model.transform(X), y,
                                                                     domains), 3),
             "threads": args.threads,
+            "run": run,
         }
         print(name, rows[name], flush=True)
-    if "uem_15_epochs_no_domain_norm" in rows:
-        ratio = rows["uem_15_epochs"]["seconds"] / rows["uem_15_epochs_no_domain_norm"]["seconds"]
-        print(f"domain_norm costs {ratio:.2f}x the fit without it (15 epochs, same run)")
-    if "uem_default_bs64" in rows:
-        ratio = rows["uem_default"]["seconds"] / rows["uem_default_bs64"]["seconds"]
-        print(f"batch_size=32 costs {ratio:.2f}x the fit with batch_size=64 (same run)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    for name, baseline, what in RATIOS:
+        if name in rows and baseline in rows:  # both measured in this run
+            ratio = rows[name]["seconds"] / rows[baseline]["seconds"]
+            print(f"{what}: {ratio:.2f}x the fit time (same run)")
+    if out is not None:
+        out.write_text(json.dumps({**kept, **rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -78,8 +78,11 @@ def _methods():
             random_state=seed, device="cpu", domain_norm=False, augment=former(),
             batch_size=64),
         "tpsnet": lambda seed: TextPhaseRetriever(random_state=seed, device="cpu"),
+        # TPSNet's former batch size (64 rows per domain, the default before 2026-12-03)
+        "tpsnet_bs64": lambda seed: TextPhaseRetriever(
+            random_state=seed, device="cpu", batch_size=64),
         "tpsnet_eta_half": lambda seed: TextPhaseRetriever(
-            random_state=seed, device="cpu", augment=former()),
+            random_state=seed, device="cpu", augment=former(), batch_size=64),
     }
 
 

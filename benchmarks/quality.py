@@ -22,7 +22,8 @@ at the defaults of before the amplitude mix's ``amplitude_mix_eta=1`` (90 epochs
 keeps the augmentation it was measured with (``FORMER_AUGMENT``, ``amplitude_mix_eta=0.5``);
 ``uem_eta_half`` and ``tpsnet_eta_half`` are the defaults with it. Every UEM row but
 ``uem`` keeps the batch size it was measured with (``FORMER_UEM_BATCH``, 64 rows per
-domain); ``uem_bs64`` is UEM's default with it.
+domain); ``uem_bs64`` is UEM's default with it. Likewise for TPSNet
+(``FORMER_TPSNET_BATCH``, ``tpsnet_bs64``).
 
 Pairs: MNIST<->optdigits and MNIST<->MNIST-M, on which the defaults were chosen; the
 held-out optdigits<->MNIST-M runs only when named (``--pairs optdigits-mnist_m``).
@@ -70,6 +71,9 @@ FORMER_AUGMENT = dict(augment=ImageAugment(amplitude_mix_eta=0.5))
 # but "uem" (and the never-committed instance-term variants) was measured with it and
 # keeps it; "uem_bs64" is the former default.
 FORMER_UEM_BATCH = dict(batch_size=64)
+# The same for TPSNet, whose batch went from 64 to 32 rows per domain on 2026-12-03:
+# every TPSNet row but "tpsnet" keeps 64; "tpsnet_bs64" is the former default.
+FORMER_TPSNET_BATCH = dict(batch_size=64)
 
 
 def _uem(**overrides):
@@ -118,7 +122,7 @@ def _tpsnet(**overrides):
 def _tpsnet_ablation(**overrides):
     """A TPSNet ablation row, as measured: without domain-specific batch norm (the
     default then); compare with ``tpsnet_no_domain_norm``."""
-    return _tpsnet(domain_norm=False, **FORMER_AUGMENT, **overrides)
+    return _tpsnet(domain_norm=False, **FORMER_AUGMENT, **FORMER_TPSNET_BATCH, **overrides)
 
 
 def _phase_pipeline(seed):
@@ -177,10 +181,11 @@ METHODS = {
     "uem_batch_negatives": (_uem(instance_negatives="batch"), ("closed",)),
     "uem_bank_momentum_0.99": (_uem(instance_negatives="bank", bank_momentum=0.99), ("closed",)),
     "tpsnet": (_tpsnet(), SETTINGS),
-    # a candidate: UEM's batch size (32 rows per domain) for TPSNet, which keeps 64
-    "tpsnet_bs32": (_tpsnet(batch_size=32), ("closed",)),
-    "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT), SETTINGS),
-    "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT), SETTINGS),
+    # the former default, 64 rows per domain in every step (before 2026-12-03)
+    "tpsnet_bs64": (_tpsnet(**FORMER_TPSNET_BATCH), SETTINGS),
+    "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
+    "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
+                                      **FORMER_TPSNET_BATCH), SETTINGS),
     # the ablations of the priors compare with tpsnet_no_domain_norm
     "tpsnet_no_text": (_tpsnet_ablation(text_prior=False), ("closed",)),
     "tpsnet_no_phase": (_tpsnet_ablation(phase_prior=False), ("closed",)),

@@ -163,7 +163,13 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
     with_norm, without = quick["uem_15_epochs"](), quick["uem_15_epochs_no_domain_norm"]()
     assert with_norm.domain_norm and not without.domain_norm
     assert with_norm.get_params() == {**without.get_params(), "domain_norm": True}
-    assert {"uem_default", "tpsnet_default"} <= set(dict(fit_time._runs(quick=False)))
+    full = dict(fit_time._runs(quick=False))
+    assert {"uem_default", "tpsnet_default"} <= set(full)
+    # every ratio compares a row with the same estimator at its former batch size
+    for name, baseline, _ in fit_time.RATIOS:
+        row, base = (full | quick)[name](), (full | quick)[baseline]()
+        changed = {k for k, v in row.get_params().items() if base.get_params()[k] != v}
+        assert changed == ({"domain_norm"} if "15_epochs" in name else {"batch_size"}), name
 
 
 def test_feature_vectors_rows_and_baselines():
@@ -256,23 +262,22 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         if isinstance(model, Pipeline):
             model = model[-1]
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
-        candidates = ("uem_bs16", "tpsnet_bs32")  # the defaults with another batch size
+        candidates = ("uem_bs16",)  # the default with another batch size
         if name in ("uem", "tpsnet") + candidates + variants:  # variants: never committed
             assert model.augment == "auto", name
-        elif name == "uem_bs64":
+        elif name in ("uem_bs64", "tpsnet_bs64"):
             assert model.augment == "auto" and model.batch_size == 64, name
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
-        # and UEM's rows the batch size they were measured with
-        if type(model).__name__ == "UniversalCDRRetriever":
-            expected = 16 if name == "uem_bs16" else 32 if name in ("uem",) + variants else 64
-            assert model.batch_size == expected, name
+        # and the batch size they were measured with
+        expected = 16 if name == "uem_bs16" else 32 if name in ("uem", "tpsnet") + variants else 64
+        assert model.batch_size == expected, name
     assert ImageAugment().amplitude_mix_eta == 1.0
 
 
 @pytest.mark.parametrize("script", ["three_domains", "outline_domain"])
-def test_committed_uem_rows_keep_the_batch_size_they_were_measured_with(script):
+def test_committed_rows_keep_the_batch_size_they_were_measured_with(script):
     methods = _load(script)._methods()
     for name, make in methods.items():
-        if make is not None and name.startswith("uem"):
-            assert make(0).batch_size == (32 if name == "uem" else 64), name
+        if make is not None:
+            assert make(0).batch_size == (32 if name in ("uem", "tpsnet") else 64), name

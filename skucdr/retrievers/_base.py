@@ -279,9 +279,12 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             starts = tqdm(starts, desc="embedding", unit="batch", leave=False)
         with torch.no_grad():
             for start in starts:
-                # torch.as_tensor copies read-only batches (no warning, no aliasing)
                 xb = self._standardized(X_flat[start : start + step], codes[start : start + step])
-                xb = torch.as_tensor(np.array(xb, copy=not xb.flags.writeable)).to(device)
+                # a copy in torch's own memory (no warning for read-only input, no
+                # aliasing): 64-byte aligned wherever numpy put the rows, so the BLAS
+                # kernels see the same layout in every call, as the training batches
+                # (gathered rows) do
+                xb = torch.tensor(np.asarray(xb)).to(device)
                 if self.image_shape_ is not None:
                     xb = xb.view(-1, *self.image_shape_)
                 cb = torch.as_tensor(np.asarray(codes[start : start + step])).to(device)
