@@ -222,12 +222,13 @@ class UniversalCDRRetriever(BaseRetriever):
         ``sample_domain``, use the pooled statistics of the fitted domains. Ignored
         for images and for your own ``encoder`` module, whose inputs are passed as
         they are. Measured (``benchmarks/feature_vectors.py``, closed set,
-        cross-domain mAP@All, seed 0; without it in brackets): pooled features of a
-        CNN trained with labels on MNIST alone 0.857 / 0.872 (0.806 / 0.797) on
-        MNIST<->optdigits and 0.287 / 0.381 (0.274 / 0.275) on MNIST<->MNIST-M; of one
-        trained on optdigits alone 0.662 / 0.641 (0.558 / 0.534) and 0.227 / 0.282
-        (0.199 / 0.237); HOG features 0.496 / 0.535 (0.377 / 0.455) on
-        MNIST<->MNIST-M, but 0.690 / 0.714 (0.718 / 0.724) on MNIST<->optdigits, where
+        cross-domain mAP@All, mean of 2 seeds; without it in brackets): pooled
+        features of a CNN trained with labels on MNIST alone 0.850 / 0.870
+        (0.806 / 0.797) on MNIST<->optdigits and 0.284 / 0.384 (0.273 / 0.265) on
+        MNIST<->MNIST-M; of one trained on optdigits alone 0.683 / 0.647
+        (0.572 / 0.555) and 0.233 / 0.290 (0.200 / 0.236); HOG features
+        0.500 / 0.537 (0.396 / 0.464) on MNIST<->MNIST-M, but 0.704 / 0.714
+        (0.723 / 0.735) on MNIST<->optdigits, where
         hand-made features lose a little with it (10 of 12 directions gain). At
         ``batch_size=64`` (mean of 2 seeds) 9 of 12 gained, and HOG MNIST<->optdigits
         lost more: 0.586 / 0.600 (0.700 / 0.708); centring each domain alone,
