@@ -22,9 +22,9 @@ def assert_same_fit(actual, desired):
     """Two CPU fits with the same seed: equal up to float rounding.
 
     Bit for bit on every machine we ran here, but one CI run (2 cores) once gave two fits
-    in one process that differed by 5e-5 (a reduction order that changed under the
-    OpenMP runtimes torch and faiss bring); a fit that saw the labels, a different seed
-    or other batches moves the embedding by orders of magnitude more.
+    in one process that differed by 5e-5 (cause not found; suspected: kernel or thread
+    state outside our seeds); a fit that saw the labels, a different seed or other
+    batches moves the embedding by orders of magnitude more.
     """
     np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-4)
 

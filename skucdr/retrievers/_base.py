@@ -280,11 +280,10 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         with torch.no_grad():
             for start in starts:
                 xb = self._standardized(X_flat[start : start + step], codes[start : start + step])
-                # a copy in torch's own memory (no warning for read-only input, no
-                # aliasing): 64-byte aligned wherever numpy put the rows, so the BLAS
-                # kernels see the same layout in every call, as the training batches
-                # (gathered rows) do
-                xb = torch.tensor(np.asarray(xb)).to(device)
+                # one copy, into torch's own memory on the device (no warning for
+                # read-only input, no aliasing): on the CPU 64-byte aligned wherever
+                # numpy put the rows, as the training batches (gathered rows) are
+                xb = torch.tensor(xb, device=device)
                 if self.image_shape_ is not None:
                     xb = xb.view(-1, *self.image_shape_)
                 cb = torch.as_tensor(np.asarray(codes[start : start + step])).to(device)
