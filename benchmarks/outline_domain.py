@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -58,32 +59,20 @@ def outline_domain(seed=1):
     return X, labels[half].copy()
 
 
+# the retrievers of quality.py's rows of the same names (the defaults, the former
+# defaults, the candidates), so that a name means one configuration in every benchmark
+SHARED_METHODS = ("uem", "uem_bs64", "uem_bs16", "uem_eta_half", "uem_no_domain_norm", "tpsnet", "tpsnet_bs64",
+                  "tpsnet_eta_half")
+
+
 def _methods():
     """Method name -> ``make(seed)`` building an unfitted retriever (None: raw pixels)."""
-    from skucdr import TextPhaseRetriever, UniversalCDRRetriever
-    from skucdr.nn.augment import ImageAugment
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # quality.py sits next to this script
+        sys.path.insert(0, here)
+    from quality import METHODS
 
-    def former():  # the augmentation before amplitude_mix_eta=1 became the default
-        return ImageAugment(amplitude_mix_eta=0.5)
-
-    return {
-        "raw": None,
-        "uem": lambda seed: UniversalCDRRetriever(random_state=seed, device="cpu"),
-        # UEM's former batch size (64 rows per domain, the default before 2026-12-02)
-        "uem_bs64": lambda seed: UniversalCDRRetriever(
-            random_state=seed, device="cpu", batch_size=64),
-        "uem_eta_half": lambda seed: UniversalCDRRetriever(
-            random_state=seed, device="cpu", augment=former(), batch_size=64),
-        "uem_no_domain_norm": lambda seed: UniversalCDRRetriever(
-            random_state=seed, device="cpu", domain_norm=False, augment=former(),
-            batch_size=64),
-        "tpsnet": lambda seed: TextPhaseRetriever(random_state=seed, device="cpu"),
-        # TPSNet's former batch size (64 rows per domain, the default before 2026-12-03)
-        "tpsnet_bs64": lambda seed: TextPhaseRetriever(
-            random_state=seed, device="cpu", batch_size=64),
-        "tpsnet_eta_half": lambda seed: TextPhaseRetriever(
-            random_state=seed, device="cpu", augment=former(), batch_size=64),
-    }
+    return {"raw": None, **{name: METHODS[name][0] for name in SHARED_METHODS}}
 
 
 def _with_seed_keys(results):

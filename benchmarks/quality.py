@@ -159,7 +159,7 @@ METHODS = {
     # the former default, 64 rows per domain in every step (before 2026-12-02)
     "uem_bs64": (_uem(**FORMER_UEM_BATCH), SETTINGS),
     # a candidate: 16 rows per domain
-    "uem_bs16": (_uem(batch_size=16), ("closed",)),
+    "uem_bs16": (_uem(batch_size=16), SETTINGS),
     # and with the former augmentation (amplitude_mix_eta=0.5, the default before that)
     "uem_eta_half": (_uem(**FORMER_AUGMENT, **FORMER_UEM_BATCH), SETTINGS),
     # and without domain-specific batch norm either (the default before that)
