@@ -44,6 +44,9 @@ def _runs(quick):
             # the former default batch size (64 rows per domain, before 2026-12-02)
             ("uem_default_bs64", lambda: UniversalCDRRetriever(batch_size=64, random_state=0,
                                                                device="cpu")),
+            # a candidate: 16 rows per domain
+            ("uem_default_bs16", lambda: UniversalCDRRetriever(batch_size=16, random_state=0,
+                                                               device="cpu")),
             ("tpsnet_default", lambda: TextPhaseRetriever(random_state=0, device="cpu")),
             # the former default batch size (64 rows per domain, before 2026-12-03)
             ("tpsnet_default_bs64", lambda: TextPhaseRetriever(batch_size=64, random_state=0,
@@ -56,6 +59,7 @@ RATIOS = (  # (row, baseline row, what the ratio is)
     ("uem_15_epochs", "uem_15_epochs_no_domain_norm", "domain_norm (15 epochs)"),
     ("uem_default", "uem_default_bs64", "UEM's batch_size=32 against 64"),
     ("tpsnet_default", "tpsnet_default_bs64", "TPSNet's batch_size=32 against 64"),
+    ("uem_default_bs16", "uem_default", "UEM's batch_size=16 against 32"),
 )
 
 

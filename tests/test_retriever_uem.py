@@ -350,14 +350,21 @@ def test_a_per_feature_affine_change_of_one_domain_leaves_the_embedding_unchange
     moved = X.copy()
     moved[d == "b"] = (X[d == "b"] * scale + shift).astype(np.float32)
     other = UniversalCDRRetriever(**TINY).fit(moved, sample_domain=d)
+    # what the network sees is the same up to float32 rounding ...
+    codes = np.searchsorted(fitted.domains_, d)
+    assert list(fitted.domains_) == ["a", "b"] and list(other.domains_) == ["a", "b"]
+    np.testing.assert_allclose(other._standardized(moved, codes),
+                               fitted._standardized(X, codes), atol=1e-5)
+    # ... so the embedding is too, up to that rounding amplified by training (measured
+    # 5e-5 to 4e-3 over seeds and CPUs) ...
     np.testing.assert_allclose(other.transform(moved, sample_domain=d),
-                               fitted.transform(X, sample_domain=d), atol=1e-4)
-    # without the standardisation the same change does move it
+                               fitted.transform(X, sample_domain=d), atol=1e-2)
+    # ... while without the standardisation the same change moves it (0.37-0.44 measured)
     plain = dict(TINY, standardize_features=False)
     a = UniversalCDRRetriever(**plain).fit(X, sample_domain=d).transform(X, sample_domain=d)
     b = UniversalCDRRetriever(**plain).fit(moved, sample_domain=d).transform(
         moved, sample_domain=d)
-    assert np.abs(a - b).max() > 1e-2
+    assert np.abs(a - b).max() > 0.1
 
 
 def test_unseen_domains_use_the_pooled_statistics(two_domains, fitted):
