@@ -165,7 +165,7 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
     assert with_norm.get_params() == {**without.get_params(), "domain_norm": True}
     full = dict(fit_time._runs(quick=False))
     assert {"uem_default", "tpsnet_default"} <= set(full)
-    # every ratio compares a row with the same estimator at its former batch size
+    # every ratio compares a row with the same estimator at another batch size
     for name, baseline, _ in fit_time.RATIOS:  # the full list holds the quick rows too
         row, base = full[name](), full[baseline]()
         changed = {k for k, v in row.get_params().items() if base.get_params()[k] != v}

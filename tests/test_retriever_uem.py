@@ -351,8 +351,8 @@ def test_a_per_feature_affine_change_of_one_domain_leaves_the_embedding_unchange
     moved[d == "b"] = (X[d == "b"] * scale + shift).astype(np.float32)
     other = UniversalCDRRetriever(**TINY).fit(moved, sample_domain=d)
     # what the network sees is the same up to float32 rounding ...
-    codes = np.searchsorted(fitted.domains_, d)
     assert list(fitted.domains_) == ["a", "b"] and list(other.domains_) == ["a", "b"]
+    codes = np.searchsorted(fitted.domains_, d)
     np.testing.assert_allclose(other._standardized(moved, codes),
                                fitted._standardized(X, codes), atol=1e-5)
     # ... so the embedding is too, up to that rounding amplified by training (measured
