@@ -160,6 +160,8 @@ METHODS = {
     "uem_bs64": (_uem(**FORMER_UEM_BATCH), SETTINGS),
     # a candidate: 16 rows per domain
     "uem_bs16": (_uem(batch_size=16), SETTINGS),
+    # a candidate: merged prototypes must also be mutual nearest neighbours
+    "uem_mutual": (_uem(merge_rule="mutual"), SETTINGS),
     # and with the former augmentation (amplitude_mix_eta=0.5, the default before that)
     "uem_eta_half": (_uem(**FORMER_AUGMENT, **FORMER_UEM_BATCH), SETTINGS),
     # and without domain-specific batch norm either (the default before that)

@@ -550,7 +550,10 @@ def translate_prototypes(prototypes, translation, sign=1.0):
     return prototypes + sign * np.asarray(translation, dtype=prototypes.dtype)
 
 
-def merge_prototypes(P_a, P_b, mean_a, mean_b):
+MERGE_RULES = ("eq9", "mutual")
+
+
+def merge_prototypes(P_a, P_b, mean_a, mean_b, *, rule="eq9"):
     """Translate B's prototypes into A's frame, match and merge them (UEM Eqs. 8-9).
 
     1. Translation (Eq. 8): ``P_b->a = P_b + (mean_a - mean_b)``.
@@ -559,6 +562,9 @@ def merge_prototypes(P_a, P_b, mean_a, mean_b):
     3. Merge rule (Eq. 9): a matched pair merges when its distance is strictly below
        ``min(min_{i!=j} d(p_i^a, p_j^a), min_{i!=j} d(p_i^b, p_j^b))``. A set with one
        prototype contributes ``inf`` to the minimum (so two single prototypes always merge).
+       With ``rule="mutual"`` the pair must also be mutual nearest neighbours: ``p_b->a``
+       is the nearest translated B prototype of ``p_a`` and ``p_a`` the nearest A prototype
+       of ``p_b->a``.
     4. Unified set in A's frame: A's prototypes (merged ones replaced by the mid-point
        ``(p_a + p_b->a) / 2``) followed by B's unmerged translated prototypes.
 
@@ -572,6 +578,14 @@ def merge_prototypes(P_a, P_b, mean_a, mean_b):
         Prototypes of domain B, in B's frame.
     mean_a, mean_b : array-like of shape (n_features,)
         Means of the two memory banks (of the rows that were clustered).
+    rule : {"eq9", "mutual"}, default="eq9"
+        ``"eq9"``: the paper's rule. ``"mutual"``: Eq. 9 and mutual nearest neighbours.
+        The Hungarian matching pairs every prototype of the smaller set; when one domain
+        has more clusters than categories (a category split in two, or the other domain
+        holding categories this one lacks), the spare halves are matched to whatever
+        prototype is left, and Eq. 9's threshold, the closest pair *within* a set, does not
+        stop such a pair when the other set's categories are far apart. The mutual rule
+        keeps the pair only when neither prototype has a closer counterpart.
 
     Returns
     -------
@@ -589,6 +603,8 @@ def merge_prototypes(P_a, P_b, mean_a, mean_b):
     >>> m.pairs.tolist(), m.prototypes.tolist(), m.b_to_shared.tolist()
     ([[0, 0]], [[0.0, 0.0], [4.0, 0.0], [0.0, 8.0]], [0, 2])
     """
+    if rule not in MERGE_RULES:
+        raise ValueError(f"rule must be one of {MERGE_RULES}, got {rule!r}.")
     P_a = check_array(P_a, dtype=[np.float64, np.float32], input_name="P_a")
     P_b = check_array(P_b, dtype=[np.float64, np.float32], input_name="P_b")
     dtype = np.result_type(P_a.dtype, P_b.dtype)
@@ -612,6 +628,8 @@ def merge_prototypes(P_a, P_b, mean_a, mean_b):
     matched = cost[rows, cols]
     threshold = min(_min_pairwise_distance(P_a), _min_pairwise_distance(P_b))
     merge_mask = matched < threshold
+    if rule == "mutual":
+        merge_mask &= (cost[:, cols].argmin(axis=0) == rows) & (cost[rows].argmin(axis=1) == cols)
     pairs = matching[merge_mask]
 
     k_a, k_b = len(P_a), len(P_b)
@@ -666,6 +684,9 @@ class PrototypeClusterer(
     merge : bool, default=True
         Merge matched prototypes across domains. With False the (translated) prototypes of
         all domains are concatenated, domain after domain.
+    merge_rule : {"eq9", "mutual"}, default="eq9"
+        When a matched pair merges (see :func:`merge_prototypes`): Eq. 9's threshold alone,
+        or Eq. 9 and mutual nearest neighbours.
     max_prototypes : int, default=50
         Largest ``k`` the elbow scans.
     n_iter : int, default=20
@@ -742,6 +763,7 @@ class PrototypeClusterer(
             dict,
         ],
         "merge": ["boolean"],
+        "merge_rule": [StrOptions(set(MERGE_RULES))],
         "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
         "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_redo": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -754,6 +776,7 @@ class PrototypeClusterer(
         n_prototypes="elbow",
         *,
         merge=True,
+        merge_rule="eq9",
         max_prototypes=50,
         n_iter=20,
         n_redo=3,
@@ -762,6 +785,7 @@ class PrototypeClusterer(
     ):
         self.n_prototypes = n_prototypes
         self.merge = merge
+        self.merge_rule = merge_rule
         self.max_prototypes = max_prototypes
         self.n_iter = n_iter
         self.n_redo = n_redo
@@ -830,7 +854,9 @@ class PrototypeClusterer(
         pairs = {}
         for domain in domains[1:]:
             if self.merge:
-                result = merge_prototypes(shared, centers[domain], means[first], means[domain])
+                result = merge_prototypes(
+                    shared, centers[domain], means[first], means[domain], rule=self.merge_rule
+                )
                 shared = result.prototypes
                 local_to_shared[domain] = result.b_to_shared
                 pairs[domain] = result.pairs

@@ -107,6 +107,7 @@ def detect_private_queries(
     n_prototypes="elbow",
     max_prototypes=50,
     query_reference=None,
+    merge_rule="eq9",
     n_iter=20,
     n_redo=3,
     random_state=None,
@@ -141,6 +142,8 @@ def detect_private_queries(
     query_reference : array-like of shape (n_reference, n_features), default=None
         Query-domain rows the query-side clusters and ``D_c`` are built from (e.g. the
         fitted query domain when judging new queries). None uses ``query_emb``.
+    merge_rule : {"eq9", "mutual"}, default="eq9"
+        When a matched pair of prototypes merges (:func:`skucdr.cluster.merge_prototypes`).
     n_iter : int, default=20
         k-means iterations per run.
     n_redo : int, default=3
@@ -197,6 +200,7 @@ def detect_private_queries(
         G,
         n_prototypes=n_prototypes,
         max_prototypes=max_prototypes,
+        merge_rule=merge_rule,
         n_iter=n_iter,
         n_redo=n_redo,
         random_state=random_state,
@@ -224,6 +228,7 @@ def fit_open_set_structure(
     *,
     n_prototypes="elbow",
     max_prototypes=50,
+    merge_rule="eq9",
     n_iter=20,
     n_redo=3,
     random_state=None,
@@ -251,13 +256,16 @@ def fit_open_set_structure(
         G,
         n_prototypes=n_prototypes,
         max_prototypes=max_prototypes,
+        merge_rule=merge_rule,
         n_iter=n_iter,
         n_redo=n_redo,
         random_state=random_state,
     )
 
 
-def _fit_structure(R, G, *, n_prototypes, max_prototypes, n_iter, n_redo, random_state):
+def _fit_structure(
+    R, G, *, n_prototypes, max_prototypes, merge_rule, n_iter, n_redo, random_state
+):
     """:func:`fit_open_set_structure` on arrays already validated (float64, same width)."""
     if (
         isinstance(max_prototypes, bool)
@@ -274,7 +282,7 @@ def _fit_structure(R, G, *, n_prototypes, max_prototypes, n_iter, n_redo, random
     k_g = _n_prototypes(G, n_prototypes, max_prototypes, seed_g, side="gallery", **kw)
     P_q = spherical_kmeans(R, k_q, random_state=seed_q, **kw)[0].astype(np.float64)
     P_g = spherical_kmeans(G, k_g, random_state=seed_g, **kw)[0].astype(np.float64)
-    merge = merge_prototypes(P_q, P_g, R.mean(axis=0), G.mean(axis=0))
+    merge = merge_prototypes(P_q, P_g, R.mean(axis=0), G.mean(axis=0), rule=merge_rule)
 
     q_partner = np.full(k_q, -1, dtype=np.int64)  # gallery cluster merged with each query one
     q_partner[merge.pairs[:, 0]] = merge.pairs[:, 1]

@@ -262,7 +262,8 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         if isinstance(model, Pipeline):
             model = model[-1]
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
-        candidates = ("uem_bs16",)  # the default with another batch size
+        # the default with another batch size, or another merge rule
+        candidates = ("uem_bs16", "uem_mutual")
         if name in ("uem", "tpsnet") + candidates + variants:  # variants: never committed
             assert model.augment == "auto", name
         elif name in ("uem_bs64", "tpsnet_bs64"):
@@ -270,7 +271,8 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
-        expected = 16 if name == "uem_bs16" else 32 if name in ("uem", "tpsnet") + variants else 64
+        defaults = ("uem", "tpsnet", "uem_mutual") + variants
+        expected = 16 if name == "uem_bs16" else 32 if name in defaults else 64
         assert model.batch_size == expected, name
     assert ImageAugment().amplitude_mix_eta == 1.0
 

@@ -240,7 +240,30 @@ def test_merge_with_single_prototypes_and_unequal_sizes():
     assert m.n_shared == 3
 
 
+def test_mutual_rule_drops_a_pair_whose_b_prototype_is_nearer_another_a():
+    # b1 lies between a0 and a1, nearer a0; the Hungarian pairs it with a1 (a0 is taken by
+    # b0) at 2.1, under Eq. 9's threshold min(4, d(b0, b1) = 2.4).
+    P_a = np.array([[0.0, 0.0], [4.0, 0.0]])
+    P_b = np.array([[-0.5, 0.0], [1.9, 0.0]])
+    eq9 = merge_prototypes(P_a, P_b, np.zeros(2), np.zeros(2))
+    assert eq9.threshold == pytest.approx(2.4)
+    assert_allclose(eq9.matched_distances, [0.5, 2.1])
+    assert_array_equal(eq9.pairs, [[0, 0], [1, 1]])
+    mutual = merge_prototypes(P_a, P_b, np.zeros(2), np.zeros(2), rule="mutual")
+    assert_array_equal(mutual.matching, eq9.matching)
+    assert_array_equal(mutual.merge_mask, [True, False])
+    assert_array_equal(mutual.pairs, [[0, 0]])
+    assert_allclose(mutual.prototypes, [[-0.25, 0.0], [4.0, 0.0], [1.9, 0.0]])
+    assert_array_equal(mutual.b_to_shared, [0, 2])
+    # mutual nearest pairs under the threshold merge as under Eq. 9
+    P_b = np.array([[0.5, 0.0], [3.5, 0.0]])
+    assert_array_equal(merge_prototypes(P_a, P_b, np.zeros(2), np.zeros(2), rule="mutual").pairs,
+                       [[0, 0], [1, 1]])
+
+
 def test_merge_errors():
+    with pytest.raises(ValueError, match="rule must be one of"):
+        merge_prototypes(np.ones((2, 2)), np.ones((2, 2)), np.zeros(2), np.zeros(2), rule="x")
     with pytest.raises(ValueError, match="P_a has 2 features but P_b has 3"):
         merge_prototypes(np.ones((2, 2)), np.ones((2, 3)), np.zeros(2), np.zeros(3))
     with pytest.raises(ValueError, match=r"mean_b has shape \(3,\)"):
@@ -257,9 +280,10 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
-def test_two_domains_merge_shared_categories():
+@pytest.mark.parametrize("merge_rule", ["eq9", "mutual"])
+def test_two_domains_merge_shared_categories(merge_rule):
     Xa, ya, Xb, yb = two_domains()
-    est = PrototypeClusterer(random_state=0).fit({"a": Xa, "b": Xb})
+    est = PrototypeClusterer(random_state=0, merge_rule=merge_rule).fit({"a": Xa, "b": Xb})
     assert est.domains_ == ["a", "b"]
     assert est.n_prototypes_ == {"a": 4, "b": 5}
     # Categories 0..3 merge; B's private category 5 is kept: 4 + 1 shared prototypes.

@@ -29,10 +29,11 @@ def open_set_data(seed=0, n_classes=10, n_shared=5, n_features=32, n_per=40, shi
     return Q, G, yq >= n_shared, centers, offset
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_detects_private_categories(seed):
+@pytest.mark.parametrize("seed, merge_rule", [(0, "eq9"), (1, "eq9"), (2, "eq9"), (0, "mutual")])
+def test_detects_private_categories(seed, merge_rule):
     Q, G, truth, _, _ = open_set_data(seed)
-    private, details = detect_private_queries(Q, G, random_state=seed, return_details=True)
+    private, details = detect_private_queries(Q, G, random_state=seed, merge_rule=merge_rule,
+                                              return_details=True)
     assert private.shape == (len(Q),) and private.dtype == bool
     assert (private == truth).mean() >= 0.95
     assert private[truth].mean() >= 0.95  # private queries found
@@ -123,6 +124,8 @@ def test_errors():
         detect_private_queries(Q, G, n_prototypes="auto")
     with pytest.raises(ValueError, match="max_prototypes"):
         detect_private_queries(Q, G, max_prototypes=1)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        detect_private_queries(Q, G, n_prototypes=2, merge_rule="nearest")
 
 
 def test_reexported_from_cluster():

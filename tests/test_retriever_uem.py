@@ -185,6 +185,27 @@ def test_detect_private_reuses_the_open_set_clusters(two_domains, fitted, monkey
     assert len(builds) == 2  # another gallery: clustered again
 
 
+def test_merge_rule_reaches_training_and_detection(two_domains, monkeypatch):
+    from skucdr import cluster, open_set
+
+    X, _, d = two_domains
+    rules = {"training": [], "detection": []}
+
+    def spy(where, merge):
+        def wrapped(*args, rule="eq9", **kwargs):
+            rules[where].append(rule)
+            return merge(*args, rule=rule, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(cluster, "merge_prototypes", spy("training", cluster.merge_prototypes))
+    monkeypatch.setattr(open_set, "merge_prototypes", spy("detection", open_set.merge_prototypes))
+    model = UniversalCDRRetriever(**TINY, merge_rule="mutual").fit(X, sample_domain=d)
+    model.detect_private(X[:5], sample_domain=d[:5])
+    assert rules["training"] and set(rules["training"]) == {"mutual"}
+    assert rules["detection"] == ["mutual"]
+
+
 def test_one_domain_and_images_fit():
     rng = np.random.RandomState(0)
     imgs = rng.rand(24, 3, 12, 12).astype(np.float32)

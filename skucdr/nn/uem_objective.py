@@ -30,7 +30,7 @@ __all__ = ["UEMModule", "UEMObjective"]
 
 
 def domain_prototypes(features, domains, n_prototypes, *, merge, max_prototypes,
-                      random_state, n_jobs, device):
+                      random_state, n_jobs, device, merge_rule="eq9"):
     """Per-domain prototypes of ``features`` (rows of domains ``0 .. n_domains - 1``).
 
     Per-domain spherical k-means, translated, matched and (with ``merge``) merged across
@@ -49,6 +49,7 @@ def domain_prototypes(features, domains, n_prototypes, *, merge, max_prototypes,
     clusterer = PrototypeClusterer(
         n_prototypes=n_prototypes,
         merge=merge,
+        merge_rule=merge_rule,
         max_prototypes=max_prototypes,
         random_state=random_state,
         n_jobs=n_jobs,
@@ -129,6 +130,7 @@ class UEMObjective(RowObjective):
         view_tau=0.2,
         stage2_instance=False,
         embed=None,
+        merge_rule="eq9",
     ):
         self._init_rows(X, codes, batch_size, generator)
         self.augment = augment
@@ -139,6 +141,7 @@ class UEMObjective(RowObjective):
         self.n_prototypes = n_prototypes
         self.max_prototypes = max_prototypes
         self.merge_prototypes = merge_prototypes
+        self.merge_rule = merge_rule
         self.semantic_enhanced = semantic_enhanced
         self.alignment = alignment
         self.matching = matching
@@ -209,7 +212,8 @@ class UEMObjective(RowObjective):
         domains = np.concatenate([np.full(len(b), d) for d, b in enumerate(banks)])
         self.prototypes, labels = domain_prototypes(
             feats, domains, self._prototype_counts(banks, epoch),
-            merge=self.merge_prototypes, max_prototypes=self.max_prototypes,
+            merge=self.merge_prototypes, merge_rule=self.merge_rule,
+            max_prototypes=self.max_prototypes,
             random_state=self.seed + epoch, n_jobs=self.n_threads, device=net.device,
         )
         self._refreshes += 1

@@ -484,6 +484,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                         Q[q_rows],
                         self.gallery_embedding_[g_rows],
                         n_prototypes=self._open_set_prototypes(),
+                        merge_rule=self._open_set_merge_rule(),
                         random_state=self.random_state,
                     )
                 else:
@@ -509,6 +510,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 reference,
                 self.gallery_embedding_[g_rows],
                 n_prototypes=self._open_set_prototypes(),
+                merge_rule=self._open_set_merge_rule(),
                 random_state=self.random_state,
             )
             cached = self._open_set_cache[domain] = (key, structure)  # one per query domain
@@ -524,6 +526,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _open_set_prototypes(self):
         return "elbow"
+
+    def _open_set_merge_rule(self):
+        return "eq9"
 
     # ------------------------------------------------------------------ scoring
     def score(self, X, y, *, sample_domain=None):

@@ -158,6 +158,11 @@ class UniversalCDRRetriever(BaseRetriever):
     merge_prototypes : bool, default=True
         Merge matched prototypes across domains (Eq. 9); False keeps every domain's
         prototypes separate (the "w/o merging" ablation).
+    merge_rule : {"eq9", "mutual"}, default="eq9"
+        When a Hungarian-matched pair of prototypes merges, at every prototype refresh and
+        in :meth:`detect_private`: Eq. 9's threshold (the paper), or Eq. 9 and mutual
+        nearest neighbours (a reconstruction aimed at category shift, see
+        :func:`skucdr.cluster.merge_prototypes`).
     semantic_enhanced : bool, default=True
         Use the semantic-enhanced loss (Eq. 11).
     alignment : {"spda", "dann"} or None, default=None
@@ -306,6 +311,7 @@ class UniversalCDRRetriever(BaseRetriever):
         "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
         "elbow_every": [Interval(numbers.Integral, 1, None, closed="left")],
         "merge_prototypes": ["boolean"],
+        "merge_rule": [StrOptions({"eq9", "mutual"})],
         "semantic_enhanced": ["boolean"],
         "alignment": [StrOptions({"spda", "dann"}), None],
         "matching": [StrOptions({"sn2m", "nn"}), None],
@@ -331,6 +337,7 @@ class UniversalCDRRetriever(BaseRetriever):
         max_prototypes=50,
         elbow_every=5,
         merge_prototypes=True,
+        merge_rule="eq9",
         semantic_enhanced=True,
         alignment=None,
         matching=None,
@@ -362,6 +369,7 @@ class UniversalCDRRetriever(BaseRetriever):
         self.max_prototypes = max_prototypes
         self.elbow_every = elbow_every
         self.merge_prototypes = merge_prototypes
+        self.merge_rule = merge_rule
         self.semantic_enhanced = semantic_enhanced
         self.alignment = alignment
         self.matching = matching
@@ -417,6 +425,7 @@ class UniversalCDRRetriever(BaseRetriever):
             n_prototypes=self.n_prototypes,
             max_prototypes=min(self.max_prototypes, max(2, np.bincount(codes).min() // 2)),
             merge_prototypes=self.merge_prototypes,
+            merge_rule=self.merge_rule,
             semantic_enhanced=self.semantic_enhanced,
             alignment=self.alignment,
             matching=self.matching,
@@ -440,3 +449,6 @@ class UniversalCDRRetriever(BaseRetriever):
 
     def _open_set_prototypes(self):
         return self.n_prototypes
+
+    def _open_set_merge_rule(self):
+        return self.merge_rule
