@@ -74,13 +74,20 @@ FORMER_UEM_BATCH = dict(batch_size=64)
 # The same for TPSNet, whose batch went from 64 to 32 rows per domain on 2026-12-03:
 # every TPSNet row but "tpsnet" keeps 64; "tpsnet_bs64" is the former default.
 FORMER_TPSNET_BATCH = dict(batch_size=64)
+# UEM's merge rule before 2026-12-03 (Eq. 9 alone): every UEM row but "uem" and
+# "uem_mutual" was measured with it and keeps it.
+FORMER_MERGE = dict(merge_rule="eq9")
 
 
-def _uem(**overrides):
+def _uem(*, defaults=False, **overrides):
+    """A UEM row; the merge rule it was measured with (``FORMER_MERGE``) unless
+    ``defaults`` or the row sets its own."""
+
     def make(seed):
         from skucdr import UniversalCDRRetriever
 
-        return UniversalCDRRetriever(random_state=seed, device="cpu", **overrides)
+        params = {**({} if defaults else FORMER_MERGE), **overrides}
+        return UniversalCDRRetriever(random_state=seed, device="cpu", **params)
 
     return make
 
@@ -105,7 +112,7 @@ def _stage1_only(domain_norm):
         epochs = ref.max_epochs - int(round(ref.stage2_fraction * ref.max_epochs))
         return UniversalCDRRetriever(max_epochs=epochs, stage2_fraction=0.0,
                                      random_state=seed, device="cpu", domain_norm=domain_norm,
-                                     **FORMER_AUGMENT, **FORMER_UEM_BATCH)
+                                     **FORMER_AUGMENT, **FORMER_UEM_BATCH, **FORMER_MERGE)
 
     return make
 
@@ -134,7 +141,7 @@ def _phase_pipeline(seed):
         PhasePriorExtractor(output="concat"),
         # as measured, before domain-specific batch norm became the default
         UniversalCDRRetriever(random_state=seed, device="cpu", domain_norm=False,
-                              **FORMER_AUGMENT, **FORMER_UEM_BATCH),
+                              **FORMER_AUGMENT, **FORMER_UEM_BATCH, **FORMER_MERGE),
     )
 
 
@@ -155,7 +162,7 @@ METHODS = {
     "raw": (None, SETTINGS),
     "pca": (None, SETTINGS),
     "uem_stage1": (_stage1_only(domain_norm=False), SETTINGS),
-    "uem": (_uem(), SETTINGS),
+    "uem": (_uem(defaults=True), SETTINGS),
     # the former default, 64 rows per domain in every step (before 2026-12-02)
     "uem_bs64": (_uem(**FORMER_UEM_BATCH), SETTINGS),
     # a candidate: 16 rows per domain

@@ -277,6 +277,27 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
     assert ImageAugment().amplitude_mix_eta == 1.0
 
 
+def test_committed_uem_rows_keep_the_merge_rule_they_were_measured_with():
+    """Every UEM row but the default's and the candidate's pins Eq. 9 alone."""
+    from sklearn.pipeline import Pipeline
+
+    from skucdr import UniversalCDRRetriever
+
+    quality = _load("quality")
+    for name, (make, _) in quality.METHODS.items():
+        model = None if make is None else make(0)
+        if isinstance(model, Pipeline):
+            model = model[-1]
+        if not isinstance(model, UniversalCDRRetriever):
+            continue
+        if name == "uem":
+            assert model.merge_rule == UniversalCDRRetriever().merge_rule
+        elif name == "uem_mutual":
+            assert model.merge_rule == "mutual"
+        else:
+            assert model.merge_rule == "eq9", name
+
+
 @pytest.mark.parametrize("script", ["three_domains", "outline_domain"])
 def test_committed_rows_keep_the_batch_size_they_were_measured_with(script):
     methods = _load(script)._methods()
