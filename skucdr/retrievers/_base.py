@@ -483,8 +483,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     private[q_rows] = detect_private_queries(
                         Q[q_rows],
                         self.gallery_embedding_[g_rows],
-                        n_prototypes=self._open_set_prototypes(),
-                        merge_rule=self._open_set_merge_rule(),
+                        **self._open_set_options(),
                         random_state=self.random_state,
                     )
                 else:
@@ -509,8 +508,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             structure = fit_open_set_structure(
                 reference,
                 self.gallery_embedding_[g_rows],
-                n_prototypes=self._open_set_prototypes(),
-                merge_rule=self._open_set_merge_rule(),
+                **self._open_set_options(),
                 random_state=self.random_state,
             )
             cached = self._open_set_cache[domain] = (key, structure)  # one per query domain
@@ -524,11 +522,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         rows = self.train_domain_ == domain
         return emb[rows] if rows.any() else None
 
-    def _open_set_prototypes(self):
-        return "elbow"
-
-    def _open_set_merge_rule(self):
-        return "eq9"
+    def _open_set_options(self):
+        """Appendix B.1's clustering options (``n_prototypes``, ``merge_rule``)."""
+        return {"n_prototypes": "elbow", "merge_rule": "eq9"}
 
     # ------------------------------------------------------------------ scoring
     def score(self, X, y, *, sample_domain=None):

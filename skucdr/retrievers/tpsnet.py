@@ -556,8 +556,8 @@ class TextPhaseRetriever(BaseRetriever):
     def _embed_batch(self, x, codes):
         return self.net_.module_.embed(x, codes)
 
-    def _open_set_prototypes(self):
-        return self.n_prototypes
+    def _open_set_options(self):
+        return {"n_prototypes": self.n_prototypes, "merge_rule": "eq9"}
 
     def _expected_failed_checks(self):
         """scikit-learn checks that cannot pass: they fit on plain feature vectors.

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from .._sklearn_compat import Interval, StrOptions, _fit_context
+from ..cluster import MERGE_RULES
 from ..nn.augment import build_augment
 from ..nn.encoders import EmbeddingNet
 from ..nn.uem_objective import UEMModule, UEMObjective
@@ -318,7 +319,7 @@ class UniversalCDRRetriever(BaseRetriever):
         "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
         "elbow_every": [Interval(numbers.Integral, 1, None, closed="left")],
         "merge_prototypes": ["boolean"],
-        "merge_rule": [StrOptions({"eq9", "mutual"})],
+        "merge_rule": [StrOptions(set(MERGE_RULES))],
         "semantic_enhanced": ["boolean"],
         "alignment": [StrOptions({"spda", "dann"}), None],
         "matching": [StrOptions({"sn2m", "nn"}), None],
@@ -454,8 +455,5 @@ class UniversalCDRRetriever(BaseRetriever):
     def _embed_batch(self, x, codes):
         return self.net_.module_.embedder(x)
 
-    def _open_set_prototypes(self):
-        return self.n_prototypes
-
-    def _open_set_merge_rule(self):
-        return self.merge_rule
+    def _open_set_options(self):
+        return {"n_prototypes": self.n_prototypes, "merge_rule": self.merge_rule}
