@@ -23,7 +23,9 @@ keeps the augmentation it was measured with (``FORMER_AUGMENT``, ``amplitude_mix
 ``uem_eta_half`` and ``tpsnet_eta_half`` are the defaults with it. Every UEM row but
 ``uem`` keeps the batch size it was measured with (``FORMER_UEM_BATCH``, 64 rows per
 domain); ``uem_bs64`` is UEM's default with it. Likewise for TPSNet
-(``FORMER_TPSNET_BATCH``, ``tpsnet_bs64``).
+(``FORMER_TPSNET_BATCH``, ``tpsnet_bs64``). The candidates (``uem_bs16``, ``uem_mutual``,
+``uem_amix_p1``, ``uem_lr2e-3``, ``tpsnet_warmup50``) are the default of their day with one
+change, named in a comment next to each.
 
 Pairs: MNIST<->optdigits and MNIST<->MNIST-M, on which the defaults were chosen; the
 held-out optdigits<->MNIST-M runs only when named (``--pairs optdigits-mnist_m``).
@@ -169,6 +171,10 @@ METHODS = {
     "uem_bs16": (_uem(batch_size=16), SETTINGS),
     # a candidate: merged prototypes must also be mutual nearest neighbours
     "uem_mutual": (_uem(merge_rule="mutual"), SETTINGS),
+    # a candidate: every image's amplitude spectrum mixed (amplitude_mix_p=1, from 0.5)
+    "uem_amix_p1": (_uem(augment=ImageAugment(amplitude_mix_p=1.0)), SETTINGS),
+    # a candidate: Adam's learning rate 2e-3 (from 1e-3)
+    "uem_lr2e-3": (_uem(lr=2e-3), SETTINGS),
     # and with the former augmentation (amplitude_mix_eta=0.5, the default before that)
     "uem_eta_half": (_uem(**FORMER_AUGMENT, **FORMER_UEM_BATCH), SETTINGS),
     # and without domain-specific batch norm either (the default before that)
@@ -192,6 +198,8 @@ METHODS = {
     "tpsnet": (_tpsnet(), SETTINGS),
     # the former default, 64 rows per domain in every step (before 2026-12-03)
     "tpsnet_bs64": (_tpsnet(**FORMER_TPSNET_BATCH), SETTINGS),
+    # a candidate: 50 warm-up, 10 prompt and 10 stage-2 epochs (from 40 + 10 + 20)
+    "tpsnet_warmup50": (_tpsnet(prompt_fraction=6 / 7), SETTINGS),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
                                       **FORMER_TPSNET_BATCH), SETTINGS),
