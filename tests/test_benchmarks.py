@@ -263,7 +263,8 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             model = model[-1]
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
         # the default with another batch size, merge rule, learning rate or schedule
-        candidates = ("uem_bs16", "uem_mutual", "uem_lr2e-3", "tpsnet_warmup50")
+        candidates = ("uem_bs16", "uem_mutual", "uem_lr2e-3", "uem_lr1.5e-3",
+                      "tpsnet_warmup50")
         if name in ("uem", "tpsnet") + candidates + variants:  # variants: never committed
             assert model.augment == "auto", name
         elif name == "uem_amix_p1":  # the default with every image's amplitude mixed
@@ -274,7 +275,7 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
         defaults = ("uem", "tpsnet", "uem_mutual", "uem_amix_p1", "uem_lr2e-3",
-                    "tpsnet_warmup50") + variants
+                    "uem_lr1.5e-3", "tpsnet_warmup50") + variants
         expected = 16 if name == "uem_bs16" else 32 if name in defaults else 64
         assert model.batch_size == expected, name
     assert ImageAugment().amplitude_mix_eta == 1.0

@@ -116,9 +116,9 @@ class UniversalCDRRetriever(BaseRetriever):
         runs); 32 rows for 70 epochs gave 0.790 / 0.738 on MNIST<->MNIST-M (seed 0) at
         about 1.15x.
     lr : float, default=1e-3
-        Adam learning rate, cosine-annealed to 0. Measured (closed set, 2 seeds): 2e-3
-        gains 0.03 mAP@All on MNIST<->MNIST-M and loses 0.03-0.06 on MNIST<->optdigits
-        (``docs/methods.md``).
+        Adam learning rate, cosine-annealed to 0. Measured (closed set, 2 seeds): 1.5e-3
+        and 2e-3 gain 0.03 mAP@All on MNIST<->MNIST-M and lose 0.03-0.06 on
+        MNIST<->optdigits (``docs/methods.md``).
     weight_decay : float, default=1e-5
         Adam weight decay.
     tau : float, default=0.07
