@@ -24,8 +24,8 @@ keeps the augmentation it was measured with (``FORMER_AUGMENT``, ``amplitude_mix
 ``uem`` keeps the batch size it was measured with (``FORMER_UEM_BATCH``, 64 rows per
 domain); ``uem_bs64`` is UEM's default with it. Likewise for TPSNet
 (``FORMER_TPSNET_BATCH``, ``tpsnet_bs64``). The candidates (``uem_bs16``, ``uem_mutual``,
-``uem_amix_p1``, ``uem_lr2e-3``, ``uem_lr1.5e-3``, ``tpsnet_warmup50``) are the default of their day with one
-change, named in a comment next to each.
+``uem_amix_p1``, ``uem_lr2e-3``, ``uem_lr1.5e-3``, ``tpsnet_warmup50``) are the default
+of their day with one change, named in a comment next to each.
 
 Pairs: MNIST<->optdigits and MNIST<->MNIST-M, on which the defaults were chosen; the
 held-out optdigits<->MNIST-M runs only when named (``--pairs optdigits-mnist_m``).
