@@ -274,8 +274,7 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
-        defaults = ("uem", "tpsnet", "uem_mutual", "uem_amix_p1", "uem_lr2e-3",
-                    "uem_lr1.5e-3", "tpsnet_warmup50") + variants
+        defaults = ("uem", "tpsnet", "uem_amix_p1") + candidates + variants
         expected = 16 if name == "uem_bs16" else 32 if name in defaults else 64
         assert model.batch_size == expected, name
     assert ImageAugment().amplitude_mix_eta == 1.0
