@@ -56,6 +56,38 @@ def test_amplitude_mix_probability_selects_images_and_stays_in_range():
     assert out.min() >= 0 and out.max() <= 1
 
 
+def test_random_conv_off_draws_no_randomness():
+    x = torch.rand(4, 3, 12, 12, generator=_gen(3))
+    aug = ImageAugment(random_conv_p=0.0)
+    gen = _gen(0)
+    assert torch.equal(aug.random_conv(x, gen), x)
+    assert torch.equal(gen.get_state(), _gen(0).get_state())
+
+
+def test_random_conv_1x1_is_an_affine_map_of_each_grey_image():
+    # a 1x1 random filter on one channel, rescaled and blended with the input, is an
+    # affine function of the pixel values: shapes are kept exactly (|correlation| = 1)
+    x = torch.rand(16, 1, 10, 10, generator=_gen(4), dtype=torch.float64)
+    out = ImageAugment(random_conv_p=1.0, random_conv_kernels=(1,)).random_conv(x, _gen(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    for a, b in zip(x.flatten(1), out.flatten(1)):
+        corr = torch.corrcoef(torch.stack([a, b]))[0, 1]
+        assert abs(float(corr)) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_random_conv_changes_texture_per_image_and_selects_images():
+    x = torch.rand(64, 3, 9, 7, generator=_gen(8))
+    aug = ImageAugment(random_conv_p=0.5, random_conv_kernels=(3, 5, 31))
+    out = aug.random_conv(x, _gen(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    changed = (out - x).flatten(1).abs().amax(1) > 1e-6
+    assert 16 < int(changed.sum()) < 48
+    assert torch.equal(out, aug.random_conv(x, _gen(0)))
+    # a kernel larger than the image shrinks to the largest that fits (13 for 7 columns)
+    big = ImageAugment(random_conv_p=1.0, random_conv_kernels=(31,)).random_conv(x, _gen(1))
+    assert big.shape == x.shape and torch.isfinite(big).all()
+
+
 def test_blur_smooths_and_keeps_flat_images():
     checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2).float()
     x = torch.stack([checker.expand(3, 16, 16), torch.full((3, 16, 16), 0.3)])
@@ -106,7 +138,12 @@ def test_feature_augment_rejects_bad_rates(kwargs, match):
                                            ({"brightness": 1.5}, "brightness must be"),
                                            ({"hue": 0.7}, "hue must be"),
                                            ({"invert_p": 2}, "invert_p must be"),
-                                           ({"jitter_p": "often"}, "jitter_p must be")])
+                                           ({"jitter_p": "often"}, "jitter_p must be"),
+                                           ({"random_conv_p": -0.1}, "random_conv_p must be"),
+                                           ({"random_conv_kernels": (2,)},
+                                            "random_conv_kernels must be"),
+                                           ({"random_conv_kernels": ()},
+                                            "random_conv_kernels must be")])
 def test_image_augment_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ImageAugment(**kwargs)

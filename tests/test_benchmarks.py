@@ -264,17 +264,19 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
         # the default with another batch size, merge rule, learning rate or schedule
         candidates = ("uem_bs16", "uem_mutual", "uem_lr2e-3", "uem_lr1.5e-3",
-                      "tpsnet_warmup50")
+                      "uem_tau0.1", "uem_tau0.05", "tpsnet_warmup50")
         if name in ("uem", "tpsnet") + candidates + variants:  # variants: never committed
             assert model.augment == "auto", name
         elif name == "uem_amix_p1":  # the default with every image's amplitude mixed
             assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
+        elif name == "uem_randconv":  # the default with random convolutions
+            assert model.augment == ImageAugment(random_conv_p=0.5), name
         elif name in ("uem_bs64", "tpsnet_bs64"):
             assert model.augment == "auto" and model.batch_size == 64, name
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
-        defaults = ("uem", "tpsnet", "uem_amix_p1") + candidates + variants
+        defaults = ("uem", "tpsnet", "uem_amix_p1", "uem_randconv") + candidates + variants
         expected = 16 if name == "uem_bs16" else 32 if name in defaults else 64
         assert model.batch_size == expected, name
     assert ImageAugment().amplitude_mix_eta == 1.0

@@ -89,6 +89,16 @@ class ImageAugment:
         and open-set figures and its private-query detection rise too, its closed set
         on the held-out optdigits<->MNIST-M falls by 0.015 / 0.028
         (``docs/methods.md``).
+    random_conv_p : float, default=0.0
+        Probability that an image is passed through a random convolution (RandConv, Xu
+        et al., ICLR 2021): one filter bank per image, ``C`` to ``C`` channels, weights
+        drawn from ``N(0, 1 / (k^2 C))``, reflect padding; the output is min-max rescaled
+        per image and blended with the input, ``(1 - a) x + a conv(x)``, ``a ~ U(0, 1)``.
+        It randomises local texture and colour while keeping shapes, after the colour
+        jitter and before the amplitude mix. 0 turns it off (and draws no random
+        numbers).
+    random_conv_kernels : tuple of int, default=(1, 3, 5, 7)
+        Odd kernel sizes; one is drawn per batch.
 
     Notes
     -----
@@ -118,6 +128,8 @@ class ImageAugment:
     blur_sigma: tuple = (0.1, 2.0)
     amplitude_mix_p: float = 0.5
     amplitude_mix_eta: float = 1.0
+    random_conv_p: float = 0.0
+    random_conv_kernels: tuple = (1, 3, 5, 7)
 
     def __post_init__(self):
         def positive_range(v):
@@ -131,8 +143,18 @@ class ImageAugment:
         for name in ("brightness", "contrast", "saturation", "amplitude_mix_eta"):
             _check_setting(self, name, lambda v: 0 <= v <= 1, "in [0, 1]")
         _check_setting(self, "hue", lambda v: 0 <= v <= 0.5, "in [0, 0.5]")
-        for name in ("jitter_p", "grayscale_p", "invert_p", "blur_p", "amplitude_mix_p"):
+        for name in ("jitter_p", "grayscale_p", "invert_p", "blur_p", "amplitude_mix_p",
+                     "random_conv_p"):
             _check_setting(self, name, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+
+        def odd_sizes(v):
+            sizes = tuple(v)
+            return len(sizes) > 0 and all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 == 1
+                for k in sizes)
+
+        _check_setting(self, "random_conv_kernels", odd_sizes,
+                       "a non-empty tuple of odd positive ints")
 
     def geometric(self, x, gen):
         n, device = x.shape[0], x.device
@@ -191,6 +213,30 @@ class ImageAugment:
         mask = apply.view(n, 1, 1, 1).to(x.dtype)
         return mask * blurred + (1 - mask) * x
 
+    def random_conv(self, x, gen):
+        """RandConv: a random filter bank per image, applied with probability ``random_conv_p``."""
+        if self.random_conv_p <= 0:
+            return x
+        n, c, h, w = x.shape
+        device = x.device
+        sizes = self.random_conv_kernels
+        pick = int(torch.randint(len(sizes), (1,), generator=gen, device="cpu"))
+        # reflect padding needs k // 2 < H, W: larger kernels shrink to the largest that fits
+        k = min(sizes[pick], 2 * min(h, w) - 1)
+        weight = torch.randn((n * c, c, k, k), generator=gen, device="cpu").to(device, x.dtype)
+        weight = weight / math.sqrt(k * k * c)
+        blend = _uniform(gen, n, 0, 1, device).view(n, 1, 1, 1).to(x.dtype)
+        apply = (_uniform(gen, n, 0, 1, device) < self.random_conv_p).view(n, 1, 1, 1)
+        flat = x.reshape(1, n * c, h, w)
+        if k > 1:
+            flat = F.pad(flat, (k // 2,) * 4, mode="reflect")
+        conv = F.conv2d(flat, weight, groups=n).view(n, c, h, w)
+        low = conv.amin(dim=(1, 2, 3), keepdim=True)
+        high = conv.amax(dim=(1, 2, 3), keepdim=True)
+        conv = (conv - low) / (high - low).clamp_min(1e-6)
+        mixed = (1 - blend) * x + blend * conv
+        return torch.where(apply, mixed, x)
+
     def amplitude_mix(self, x, gen):
         """Mix the amplitude spectra of ``amplitude_mix_p`` of the images with a partner's."""
         if self.amplitude_mix_p <= 0:
@@ -209,7 +255,7 @@ class ImageAugment:
     def __call__(self, x, gen):
         """Augment a batch of images with values in ``[0, 1]``."""
         x = self.photometric(self.blur(self.geometric(x, gen), gen), gen)
-        return self.amplitude_mix(x, gen)
+        return self.amplitude_mix(self.random_conv(x, gen), gen)
 
 
 def mix_amplitude(x, partners, lam):
