@@ -206,6 +206,8 @@ METHODS = {
     "tpsnet_bs64": (_tpsnet(**FORMER_TPSNET_BATCH), SETTINGS),
     # a candidate: 50 warm-up, 10 prompt and 10 stage-2 epochs (from 40 + 10 + 20)
     "tpsnet_warmup50": (_tpsnet(prompt_fraction=6 / 7), SETTINGS),
+    # a candidate: the prototype terms' temperature 0.1 (from 0.07), as uem_tau0.1
+    "tpsnet_ptau0.1": (_tpsnet(prototype_tau=0.1), SETTINGS),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
                                       **FORMER_TPSNET_BATCH), SETTINGS),

@@ -278,3 +278,27 @@ def test_image_residual_starts_from_the_stage1_image_features(n_components):
         torch.testing.assert_close(z @ z.T, v @ v.T, atol=1e-5, rtol=0)
         module.prior_gate.fill_(1.0)  # the gate lets the dual-prior output in
         assert not torch.allclose(module.embed(x, codes) @ z.T, z @ z.T, atol=1e-3)
+
+
+def test_prototype_tau_reaches_the_warmup_and_the_stage2_prototype_terms(two_domains,
+                                                                        monkeypatch):
+    import skucdr.nn.tpsnet_objective as tpsnet_objective
+    import skucdr.nn.uem_objective as uem_objective
+
+    seen = {"warmup": set(), "stage2": set()}
+
+    def spy(where, original):
+        def wrapped(z, prototypes, assignment, tau):
+            seen[where].add(tau)
+            return original(z, prototypes, assignment, tau)
+
+        return wrapped
+
+    monkeypatch.setattr(uem_objective, "prototype_nce",
+                        spy("warmup", uem_objective.prototype_nce))
+    monkeypatch.setattr(tpsnet_objective, "prototype_nce",
+                        spy("stage2", tpsnet_objective.prototype_nce))
+    X, _, d = two_domains
+    kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prototype_tau": 0.13}
+    TextPhaseRetriever(**kw).fit(X, sample_domain=d)
+    assert seen == {"warmup": {0.13}, "stage2": {0.13}}

@@ -294,6 +294,7 @@ class TPSNetObjective(RowObjective):
         text_anchors,
         warmup,
         seed,
+        prototype_tau=0.07,
     ):
         self._init_rows(X, codes, batch_size, generator)
         self.augment = augment
@@ -312,6 +313,7 @@ class TPSNetObjective(RowObjective):
         self.text_anchors = text_anchors
         self.warmup = warmup
         self.seed = seed
+        self.prototype_tau = prototype_tau
         self.phase = None
         self.banks = None
         self.features = None  # frozen stage-1 image features (DPG)
@@ -325,7 +327,7 @@ class TPSNetObjective(RowObjective):
         if warmup == "idse":  # UEM's stage 1 on the stage-1 image features
             self.idse = UEMObjective(
                 X, codes, batch_size=batch_size, generator=generator, augment=augment,
-                tau=self.BANK_TAU, bank_momentum=self.BANK_MOMENTUM,
+                tau=prototype_tau, bank_momentum=self.BANK_MOMENTUM,
                 instance_negatives="views", view_tau=self.TWO_VIEW_TAU,
                 stage1_epochs=warmup_epochs, n_prototypes=n_prototypes,
                 max_prototypes=max_prototypes, merge_prototypes=True, semantic_enhanced=True,
@@ -542,8 +544,8 @@ class TPSNetObjective(RowObjective):
                 mask = codes == d
                 if mask.any():
                     z_d, ids = z[mask], assignment[rows_d[mask]]
-                    pnce.append(prototype_nce(z_d, protos[d], ids, self.BANK_TAU))
-                    sel.append(semantic_enhanced_loss(z_d, protos[d], self.BANK_TAU))
+                    pnce.append(prototype_nce(z_d, protos[d], ids, self.prototype_tau))
+                    sel.append(semantic_enhanced_loss(z_d, protos[d], self.prototype_tau))
             out["loss_pnce"] = torch.stack(pnce).sum()
             out["loss_sel"] = torch.stack(sel).sum()
             total = total + self.gamma * (out["loss_pnce"] + out["loss_sel"])

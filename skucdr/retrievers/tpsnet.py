@@ -100,7 +100,7 @@ class TextPhaseRetriever(BaseRetriever):
     per-domain class prototypes (initialised as class means of ``I'``, then
     ``P <- m P + (1 - m) I'`` after every step), label-smoothed image-to-text
     cross-entropy against the prompt features projected into the embedding space, and
-    UEM's merged-prototype NCE and semantic-enhanced loss on ``I'`` (temperature 0.07;
+    UEM's merged-prototype NCE and semantic-enhanced loss on ``I'`` (``prototype_tau``;
     prototypes re-clustered per domain with the DPG's ``k`` and merged across domains
     at the start of every stage-2 epoch, as UEM's stage 1 does).
 
@@ -239,6 +239,10 @@ class TextPhaseRetriever(BaseRetriever):
         Label smoothing of ``L_i2tce`` (the paper: 0.1).
     tau : float, default=0.05
         Temperature of ``L_pce``.
+    prototype_tau : float, default=0.07
+        Temperature of UEM's merged-prototype NCE and semantic-enhanced loss, in the
+        ``"idse"`` warm-up and in stage 2's ``gamma`` terms (UniversalCDRRetriever's
+        ``tau``).
     prototype_momentum : float, default=0.9
         Momentum ``m`` of the class prototypes, ``P <- m P + (1 - m) I'``.
     logit_scale : float, default=20.0
@@ -380,6 +384,7 @@ class TextPhaseRetriever(BaseRetriever):
         "gamma": [Interval(numbers.Real, 0, None, closed="left")],
         "epsilon": [Interval(numbers.Real, 0, 1, closed="left")],
         "tau": [Interval(numbers.Real, 0, None, closed="neither")],
+        "prototype_tau": [Interval(numbers.Real, 0, None, closed="neither")],
         "prototype_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
         "logit_scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "text_anchors": [StrOptions({"shared", "domain"})],
@@ -410,6 +415,7 @@ class TextPhaseRetriever(BaseRetriever):
         gamma=1.0,
         epsilon=0.1,
         tau=0.05,
+        prototype_tau=0.07,
         prototype_momentum=0.9,
         logit_scale=20.0,
         text_anchors="domain",
@@ -446,6 +452,7 @@ class TextPhaseRetriever(BaseRetriever):
         self.gamma = gamma
         self.epsilon = epsilon
         self.tau = tau
+        self.prototype_tau = prototype_tau
         self.prototype_momentum = prototype_momentum
         self.logit_scale = logit_scale
         self.text_anchors = text_anchors
@@ -540,6 +547,7 @@ class TextPhaseRetriever(BaseRetriever):
             gamma=self.gamma,
             epsilon=self.epsilon,
             tau=self.tau,
+            prototype_tau=self.prototype_tau,
             prototype_momentum=self.prototype_momentum,
             logit_scale=self.logit_scale,
             text_anchors=self.text_anchors,
