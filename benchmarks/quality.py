@@ -178,8 +178,9 @@ METHODS = {
     "uem_lr1.5e-3": (_uem(lr=1.5e-3), SETTINGS),
     # a candidate: random convolutions (RandConv) on half the images, on top of the default
     "uem_randconv": (_uem(augment=ImageAugment(random_conv_p=0.5)), SETTINGS),
-    # candidates: the prototype terms' temperature 0.1 or 0.05 (from 0.07)
+    # candidates: the prototype terms' temperature 0.1, 0.15 or 0.05 (from 0.07)
     "uem_tau0.1": (_uem(tau=0.1), SETTINGS),
+    "uem_tau0.15": (_uem(tau=0.15), SETTINGS),
     "uem_tau0.05": (_uem(tau=0.05), SETTINGS),
     # and with the former augmentation (amplitude_mix_eta=0.5, the default before that)
     "uem_eta_half": (_uem(**FORMER_AUGMENT, **FORMER_UEM_BATCH), SETTINGS),

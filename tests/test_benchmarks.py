@@ -262,9 +262,9 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         if isinstance(model, Pipeline):
             model = model[-1]
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
-        # the default with another batch size, merge rule, learning rate or schedule
+        # the default with another batch size, merge rule, learning rate, temperature or schedule
         candidates = ("uem_bs16", "uem_mutual", "uem_lr2e-3", "uem_lr1.5e-3",
-                      "uem_tau0.1", "uem_tau0.05", "tpsnet_warmup50",
+                      "uem_tau0.1", "uem_tau0.15", "uem_tau0.05", "tpsnet_warmup50",
                       "tpsnet_ptau0.1")
         if name in ("uem", "tpsnet") + candidates + variants:  # variants: never committed
             assert model.augment == "auto", name
