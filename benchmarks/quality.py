@@ -209,6 +209,8 @@ METHODS = {
     "tpsnet_warmup50": (_tpsnet(prompt_fraction=6 / 7), SETTINGS),
     # a candidate: the prototype terms' temperature 0.1 (from 0.07), as uem_tau0.1
     "tpsnet_ptau0.1": (_tpsnet(prototype_tau=0.1), SETTINGS),
+    # a candidate: random convolutions (RandConv) on half the images, as uem_randconv
+    "tpsnet_randconv": (_tpsnet(augment=ImageAugment(random_conv_p=0.5)), SETTINGS),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
                                       **FORMER_TPSNET_BATCH), SETTINGS),

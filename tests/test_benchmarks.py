@@ -270,14 +270,15 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             assert model.augment == "auto", name
         elif name == "uem_amix_p1":  # the default with every image's amplitude mixed
             assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
-        elif name == "uem_randconv":  # the default with random convolutions
+        elif name in ("uem_randconv", "tpsnet_randconv"):  # the default with RandConv
             assert model.augment == ImageAugment(random_conv_p=0.5), name
         elif name in ("uem_bs64", "tpsnet_bs64"):
             assert model.augment == "auto" and model.batch_size == 64, name
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
-        defaults = ("uem", "tpsnet", "uem_amix_p1", "uem_randconv") + candidates + variants
+        defaults = ("uem", "tpsnet", "uem_amix_p1", "uem_randconv",
+                    "tpsnet_randconv") + candidates + variants
         expected = 16 if name == "uem_bs16" else 32 if name in defaults else 64
         assert model.batch_size == expected, name
     assert ImageAugment().amplitude_mix_eta == 1.0
@@ -309,5 +310,6 @@ def test_committed_rows_keep_the_batch_size_they_were_measured_with(script):
     methods = _load(script)._methods()
     for name, make in methods.items():
         if make is not None:
-            expected = 16 if name == "uem_bs16" else 32 if name in ("uem", "tpsnet") else 64
+            at_32 = ("uem", "tpsnet", "uem_randconv")
+            expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
             assert make(0).batch_size == expected, name
