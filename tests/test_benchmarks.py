@@ -248,13 +248,16 @@ def test_three_domains_scores_every_direction_against_the_pairwise_fits():
 
 
 def test_committed_rows_keep_the_augmentation_they_were_measured_with():
-    """Only the defaults' rows follow ImageAugment's default; every other learned row of
-    ``quality.py`` pins ``amplitude_mix_eta=0.5``, so its committed figures reproduce."""
+    """Only the defaults' rows follow the retrievers' ``augment="auto"``; every other
+    learned row of ``quality.py`` pins the augmentation it was measured with, so its
+    committed figures reproduce."""
     from sklearn.pipeline import Pipeline
 
     from skucdr.nn.augment import ImageAugment
+    from skucdr.retrievers.uem import AUTO_IMAGE_AUGMENT
 
     quality = _load("quality")
+    with_randconv = ImageAugment(random_conv_p=0.5)
     for name, (make, _) in quality.METHODS.items():
         if make is None:
             continue
@@ -262,26 +265,32 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         if isinstance(model, Pipeline):
             model = model[-1]
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
-        # the default with another batch size, merge rule, learning rate, temperature or schedule
-        candidates = ("uem_bs16", "uem_mutual", "uem_lr2e-3", "uem_lr1.5e-3",
-                      "uem_tau0.1", "uem_tau0.15", "uem_tau0.05", "tpsnet_warmup50",
-                      "tpsnet_ptau0.1")
-        if name in ("uem", "tpsnet") + candidates + variants:  # variants: never committed
+        # the current default with another temperature (not committed yet)
+        candidates = ("uem_tau0.1", "uem_tau0.15", "uem_tau0.05")
+        # TPSNet's default with another schedule or temperature
+        tpsnet_candidates = ("tpsnet_warmup50", "tpsnet_ptau0.1")
+        # the UEM default of before RandConv with another batch size, merge rule or lr
+        former_uem = ("uem_no_randconv", "uem_bs64", "uem_bs16", "uem_mutual",
+                      "uem_lr2e-3", "uem_lr1.5e-3")
+        if name in ("uem", "tpsnet", "tpsnet_bs64") + candidates + tpsnet_candidates + variants:
             assert model.augment == "auto", name
-        elif name == "uem_amix_p1":  # the default with every image's amplitude mixed
+        elif name in former_uem:
+            assert model.augment == ImageAugment(), name
+        elif name == "uem_amix_p1":  # every image's amplitude mixed, no RandConv
             assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
-        elif name in ("uem_randconv", "tpsnet_randconv"):  # the default with RandConv
-            assert model.augment == ImageAugment(random_conv_p=0.5), name
-        elif name in ("uem_bs64", "tpsnet_bs64"):
-            assert model.augment == "auto" and model.batch_size == 64, name
+        elif name in ("uem_randconv", "tpsnet_randconv"):  # RandConv on half the images
+            assert model.augment == with_randconv, name
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
-        defaults = ("uem", "tpsnet", "uem_amix_p1", "uem_randconv",
-                    "tpsnet_randconv") + candidates + variants
-        expected = 16 if name == "uem_bs16" else 32 if name in defaults else 64
+        at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_amix_p1", "uem_mutual",
+                 "uem_lr2e-3", "uem_lr1.5e-3", "uem_randconv", "tpsnet_randconv")
+        at_32 += candidates + tpsnet_candidates + variants
+        expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
         assert model.batch_size == expected, name
-    assert ImageAugment().amplitude_mix_eta == 1.0
+    # "uem_randconv" is what UEM's augment="auto" builds for images
+    assert ImageAugment(**AUTO_IMAGE_AUGMENT) == with_randconv
+    assert ImageAugment().amplitude_mix_eta == 1.0 and ImageAugment().random_conv_p == 0.0
 
 
 def test_committed_uem_rows_keep_the_merge_rule_they_were_measured_with():
@@ -310,6 +319,6 @@ def test_committed_rows_keep_the_batch_size_they_were_measured_with(script):
     methods = _load(script)._methods()
     for name, make in methods.items():
         if make is not None:
-            at_32 = ("uem", "tpsnet", "uem_randconv")
+            at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_randconv")
             expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
             assert make(0).batch_size == expected, name

@@ -217,6 +217,30 @@ def test_one_domain_and_images_fit():
         UniversalCDRRetriever(**TINY, image_shape=(3, 5, 5)).fit(imgs.reshape(24, -1))
 
 
+def test_auto_augmentation_adds_random_convolutions_for_images(monkeypatch):
+    """augment="auto" trains on images with ImageAugment plus RandConv on half of them;
+    an explicit ImageAugment is used as given."""
+    from skucdr.nn import uem_objective
+    from skucdr.nn.augment import FeatureAugment, ImageAugment
+
+    seen = []
+    original = uem_objective.UEMObjective.__init__
+
+    def spy(self, *args, augment, **kwargs):
+        seen.append(augment)
+        original(self, *args, augment=augment, **kwargs)
+
+    monkeypatch.setattr(uem_objective.UEMObjective, "__init__", spy)
+    imgs = np.random.RandomState(0).rand(24, 3, 12, 12).astype(np.float32)
+    UniversalCDRRetriever(**TINY).fit(imgs)
+    own = ImageAugment(amplitude_mix_p=0.0)
+    UniversalCDRRetriever(**TINY, augment=own).fit(imgs)
+    UniversalCDRRetriever(**TINY).fit(imgs.reshape(24, -1))  # feature vectors
+    assert seen[0] == ImageAugment(random_conv_p=0.5)
+    assert seen[1] is own
+    assert isinstance(seen[2], FeatureAugment)
+
+
 def test_verbose_embedding_shows_progress(two_domains, fitted, capsys):
     X, _, d = two_domains
     big = np.repeat(X, 3, axis=0)  # 360 rows: two inference batches

@@ -355,7 +355,7 @@ class FeatureAugment:
         return (x + noise * scale) * keep.to(x.dtype) / (1 - self.dropout)
 
 
-def build_augment(image_shape, spec="auto"):
+def build_augment(image_shape, spec="auto", **image_params):
     """The default augmentation for the input kind, or the user's callable.
 
     Parameters
@@ -365,6 +365,16 @@ def build_augment(image_shape, spec="auto"):
     spec : "auto", None or callable
         ``"auto"``: :class:`ImageAugment` for images, :class:`FeatureAugment` for vectors;
         None: no augmentation; a callable ``f(batch, generator) -> batch`` is used as is.
+    **image_params
+        Settings of the ``"auto"`` :class:`ImageAugment` that differ from its defaults
+        (a retriever's own choice, e.g. UniversalCDRRetriever's ``random_conv_p=0.5``).
+
+    Examples
+    --------
+    >>> build_augment((3, 28, 28), "auto", random_conv_p=0.5).random_conv_p
+    0.5
+    >>> type(build_augment(None)).__name__
+    'FeatureAugment'
     """
     if spec is None:
         return lambda x, gen: x
@@ -372,4 +382,4 @@ def build_augment(image_shape, spec="auto"):
         return spec
     if spec != "auto":
         raise ValueError(f"augment must be 'auto', None or a callable, got {spec!r}.")
-    return ImageAugment() if image_shape is not None else FeatureAugment()
+    return ImageAugment(**image_params) if image_shape is not None else FeatureAugment()
