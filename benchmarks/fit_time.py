@@ -5,7 +5,8 @@ Fits, one after the other in one process (so the machine's state is shared):
 * UEM for 15 epochs with and without ``domain_norm`` (the ratio is the cost of
   per-domain batch norm);
 * the default UniversalCDRRetriever and TextPhaseRetriever, each also with its former
-  ``batch_size=64`` (the ratio is the cost of the smaller batches).
+  ``batch_size=64`` (the ratio is the cost of the smaller batches), and UEM without the
+  random convolutions of its default augmentation (their cost).
 
 Each row reports the fit's seconds, the cross-domain mAP@All of the fitted rows embedded
 with their ``sample_domain``, and without it (rows of an unknown domain use the pooled
@@ -30,23 +31,33 @@ from pathlib import Path
 
 def _runs(quick):
     from skucdr import TextPhaseRetriever, UniversalCDRRetriever
+    from skucdr.nn.augment import ImageAugment
 
     runs = [
-        ("uem_15_epochs", lambda: UniversalCDRRetriever(max_epochs=15, random_state=0,
-                                                         device="cpu")),
+        # as measured, without random convolutions
+        ("uem_15_epochs", lambda: UniversalCDRRetriever(max_epochs=15, augment=ImageAugment(),
+                                                         random_state=0, device="cpu")),
         ("uem_15_epochs_no_domain_norm",
-         lambda: UniversalCDRRetriever(max_epochs=15, domain_norm=False, random_state=0,
+         lambda: UniversalCDRRetriever(max_epochs=15, domain_norm=False,
+                                       augment=ImageAugment(), random_state=0,
                                        device="cpu")),
     ]
     if not quick:
         runs += [
             ("uem_default", lambda: UniversalCDRRetriever(random_state=0, device="cpu")),
-            # the former default batch size (64 rows per domain, before 2026-12-02)
-            ("uem_default_bs64", lambda: UniversalCDRRetriever(batch_size=64, random_state=0,
-                                                               device="cpu")),
-            # a candidate: 16 rows per domain
-            ("uem_default_bs16", lambda: UniversalCDRRetriever(batch_size=16, random_state=0,
-                                                               device="cpu")),
+            # the former default augmentation, without random convolutions (before
+            # 2026-12-06)
+            ("uem_default_no_randconv",
+             lambda: UniversalCDRRetriever(augment=ImageAugment(), random_state=0,
+                                           device="cpu")),
+            # the former default batch size (64 rows per domain, before 2026-12-02), and a
+            # candidate with 16; both as measured, without random convolutions
+            ("uem_default_bs64",
+             lambda: UniversalCDRRetriever(batch_size=64, augment=ImageAugment(),
+                                           random_state=0, device="cpu")),
+            ("uem_default_bs16",
+             lambda: UniversalCDRRetriever(batch_size=16, augment=ImageAugment(),
+                                           random_state=0, device="cpu")),
             ("tpsnet_default", lambda: TextPhaseRetriever(random_state=0, device="cpu")),
             # the former default batch size (64 rows per domain, before 2026-12-03)
             ("tpsnet_default_bs64", lambda: TextPhaseRetriever(batch_size=64, random_state=0,
@@ -57,9 +68,10 @@ def _runs(quick):
 
 RATIOS = (  # (row, baseline row, what the ratio is)
     ("uem_15_epochs", "uem_15_epochs_no_domain_norm", "domain_norm (15 epochs)"),
-    ("uem_default", "uem_default_bs64", "UEM's batch_size=32 against 64"),
+    ("uem_default_no_randconv", "uem_default_bs64", "UEM's batch_size=32 against 64"),
+    ("uem_default", "uem_default_no_randconv", "UEM's RandConv against none"),
     ("tpsnet_default", "tpsnet_default_bs64", "TPSNet's batch_size=32 against 64"),
-    ("uem_default_bs16", "uem_default", "UEM's batch_size=16 against 32"),
+    ("uem_default_bs16", "uem_default_no_randconv", "UEM's batch_size=16 against 32"),
 )
 
 

@@ -165,11 +165,15 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
     assert with_norm.get_params() == {**without.get_params(), "domain_norm": True}
     full = dict(fit_time._runs(quick=False))
     assert {"uem_default", "tpsnet_default"} <= set(full)
-    # every ratio compares a row with the same estimator at another batch size
+    # every ratio compares a row with the same estimator changed in one parameter: per-domain
+    # batch norm, the batch size, or the augmentation (RandConv against none)
     for name, baseline, _ in fit_time.RATIOS:  # the full list holds the quick rows too
         row, base = full[name](), full[baseline]()
         changed = {k for k, v in row.get_params().items() if base.get_params()[k] != v}
-        assert changed == ({"domain_norm"} if "15_epochs" in name else {"batch_size"}), name
+        expected = ("domain_norm" if "15_epochs" in name
+                    else "augment" if baseline.endswith("no_randconv") and name == "uem_default"
+                    else "batch_size")
+        assert changed == {expected}, name
 
 
 def test_feature_vectors_rows_and_baselines():
