@@ -282,17 +282,17 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             assert model.augment == ImageAugment(), name
         elif name == "uem_amix_p1":  # every image's amplitude mixed, no RandConv
             assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
-        elif name in ("uem_randconv", "tpsnet_randconv"):  # RandConv on half the images
+        elif name == "tpsnet_randconv":  # RandConv on half the images
             assert model.augment == with_randconv, name
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
         at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_amix_p1", "uem_mutual",
-                 "uem_lr2e-3", "uem_lr1.5e-3", "uem_randconv", "tpsnet_randconv")
+                 "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv")
         at_32 += candidates + tpsnet_candidates + variants
         expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
         assert model.batch_size == expected, name
-    # "uem_randconv" is what UEM's augment="auto" builds for images
+    # what UEM's augment="auto" builds for images ("uem")
     assert ImageAugment(**AUTO_IMAGE_AUGMENT) == with_randconv
     assert ImageAugment().amplitude_mix_eta == 1.0 and ImageAugment().random_conv_p == 0.0
 
@@ -323,6 +323,6 @@ def test_committed_rows_keep_the_batch_size_they_were_measured_with(script):
     methods = _load(script)._methods()
     for name, make in methods.items():
         if make is not None:
-            at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_randconv")
+            at_32 = ("uem", "tpsnet", "uem_no_randconv")
             expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
             assert make(0).batch_size == expected, name
