@@ -266,9 +266,12 @@ class UniversalCDRRetriever(BaseRetriever):
         feature vectors. RandConv measured (``benchmarks/quality.py``, closed set,
         cross-domain mAP@All, mean of 2 seeds; without it in brackets):
         MNIST<->MNIST-M 0.856 / 0.821 (0.803 / 0.747), MNIST<->optdigits
-        0.875 / 0.883 (0.874 / 0.861); partial and open set, the held-out pair, the
-        outline domain and three domains in one fit: ``docs/methods.md``. Pass
-        ``ImageAugment()`` for the augmentation without it (the default until
+        0.874 / 0.883 (0.874 / 0.861), the held-out optdigits<->MNIST-M
+        0.728 / 0.679 (0.654 / 0.633). It pays where domains differ in colour and
+        texture; where they differ in stroke shape and resolution it can cost: partial
+        and open-set MNIST<->optdigits lose 0.02-0.06, and the outline domain of
+        ``benchmarks/outline_domain.py`` 0.018-0.059 (``docs/methods.md``). Pass
+        ``augment=ImageAugment()`` for the augmentation without it (the default until
         2026-12-06).
     image_shape : tuple (C, H, W), default=None
         Shape of one image when ``X`` holds flattened images.
