@@ -98,8 +98,8 @@ class ImageAugment:
         jitter and before the amplitude mix. 0 turns it off (and draws no random
         numbers). UniversalCDRRetriever's ``augment="auto"`` uses 0.5 (closed set,
         mean of 2 seeds, cross-domain mAP@All: MNIST<->MNIST-M 0.856 / 0.821 against
-        0.803 / 0.747 without); TextPhaseRetriever's keeps 0 (seed 0: +0.015 / +0.027
-        on MNIST<->MNIST-M, -0.066 / -0.066 on MNIST<->optdigits; ``docs/methods.md``).
+        0.803 / 0.747 without); TextPhaseRetriever's keeps 0 (2 seeds: +0.005 / +0.019
+        on MNIST<->MNIST-M, -0.034 / -0.029 on MNIST<->optdigits; ``docs/methods.md``).
     random_conv_kernels : tuple of int, default=(1, 3, 5, 7)
         Odd kernel sizes; one is drawn per batch.
 
