@@ -147,7 +147,10 @@ class TextPhaseRetriever(BaseRetriever):
       labels are only as good as self-supervised features of a small CNN (k-means
       accuracy after the warm-up, aligned across domains: 0.58 and 0.74). Stage 2
       improves on the warm-up features alone (0.42 / 0.41 and 0.50 / 0.49).
-    - ``augment="auto"`` is the shared :class:`~skucdr.nn.augment.ImageAugment`, whose
+    - ``augment="auto"`` is :class:`~skucdr.nn.augment.ImageAugment` with its defaults
+      (UniversalCDRRetriever's adds random convolutions, which TPSNet did not gain
+      from: 2 seeds, closed set, +0.005 / +0.019 on MNIST<->MNIST-M and
+      -0.034 / -0.029 on MNIST<->optdigits, ``docs/methods.md``), whose
       strong colour changes (grey-scale and inversion with probability 0.5, full-turn
       hue jitter) were chosen here: with SimCLR's milder colour jitter the warm-up
       groups MNIST-M images by colour (k-means accuracy 0.18 instead of 0.46; warm-up
