@@ -173,7 +173,7 @@ METHODS = {
     "uem_stage1": (_stage1_only(domain_norm=False), SETTINGS),
     "uem": (_uem(defaults=True), SETTINGS),
     # the former default, without random convolutions (before 2026-12-06)
-    "uem_no_randconv": (_uem(defaults=True, **FORMER_UEM_AUGMENT), SETTINGS),
+    "uem_no_randconv": (_uem(**FORMER_UEM_AUGMENT), SETTINGS),
     # the default before that, 64 rows per domain in every step (before 2026-12-02)
     "uem_bs64": (_uem(**FORMER_UEM_BATCH, **FORMER_UEM_AUGMENT), SETTINGS),
     # candidates of their day (the default then, without RandConv, with one change):

@@ -170,9 +170,9 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
     for name, baseline, _ in fit_time.RATIOS:  # the full list holds the quick rows too
         row, base = full[name](), full[baseline]()
         changed = {k for k, v in row.get_params().items() if base.get_params()[k] != v}
-        expected = ("domain_norm" if "15_epochs" in name
-                    else "augment" if baseline.endswith("no_randconv") and name == "uem_default"
-                    else "batch_size")
+        expected = {("uem_15_epochs", "uem_15_epochs_no_domain_norm"): "domain_norm",
+                    ("uem_default", "uem_default_no_randconv"): "augment"}.get(
+                        (name, baseline), "batch_size")
         assert changed == {expected}, name
 
 
