@@ -103,6 +103,14 @@ def test_text_query_cross_attention():
     torch.testing.assert_close(head(tokens, text, torch.ones(3, dtype=torch.bool)), z)
     with pytest.raises(ValueError, match="text_features"):
         head(tokens, torch.rand(3, 5))
+    # One set per group, gathered by text_index == the gathered sets given per image.
+    groups, index = torch.rand(2, 3, 6), torch.tensor([1, 0, 0, 1])
+    torch.testing.assert_close(head(tokens, groups, text_index=index),
+                               head(tokens, groups[index]))
+    with pytest.raises(ValueError, match="text_index must have shape"):
+        head(tokens, groups, text_index=index[:3])
+    with pytest.raises(ValueError, match=r"With text_index, text_features must have shape"):
+        head(tokens, text, text_index=index)
 
 
 def test_tpsnet_forward_backward_end_to_end():

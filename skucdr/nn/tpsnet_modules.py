@@ -284,7 +284,11 @@ class TextQueryCrossAttention(nn.Module):
         return F.normalize(self.query_proj(text_features), dim=-1)
 
     def forward(
-        self, tokens: Tensor, text_features: Tensor, class_mask: Tensor | None = None
+        self,
+        tokens: Tensor,
+        text_features: Tensor,
+        class_mask: Tensor | None = None,
+        text_index: Tensor | None = None,
     ) -> Tensor:
         """L2-normalised embeddings of the images.
 
@@ -298,6 +302,11 @@ class TextQueryCrossAttention(nn.Module):
         class_mask : BoolTensor of shape (C,) or (n, C), default=None
             False for padded classes (domains with fewer classes), which are left out
             of the mean.
+        text_index : LongTensor of shape (n,), default=None
+            With ``text_features`` of shape ``(G, C, text_dim)`` (e.g. one set per
+            domain): the set of every image. The ``G`` sets are projected once and then
+            gathered, instead of projecting a copy per image; the result is the same as
+            passing ``text_features[text_index]``.
 
         Returns
         -------
@@ -308,14 +317,26 @@ class TextQueryCrossAttention(nn.Module):
                 f"tokens must have shape (n, T, {self.dim}), got {tuple(tokens.shape)}."
             )
         n = tokens.shape[0]
-        if text_features.ndim == 2:
-            text_features = text_features.unsqueeze(0).expand(n, -1, -1)
-        if text_features.ndim != 3 or text_features.shape[::2] != (n, self.text_dim):
-            raise ValueError(
-                f"text_features must have shape (C, {self.text_dim}) or (n, C, {self.text_dim}) "
-                f"with n={n}, got {tuple(text_features.shape)}."
-            )
-        queries = self.query_proj(text_features)
+        if text_index is not None:
+            if text_features.ndim != 3 or text_features.shape[-1] != self.text_dim:
+                raise ValueError(
+                    f"With text_index, text_features must have shape (G, C, {self.text_dim}), "
+                    f"got {tuple(text_features.shape)}."
+                )
+            if tuple(text_index.shape) != (n,):
+                raise ValueError(
+                    f"text_index must have shape ({n},), got {tuple(text_index.shape)}."
+                )
+            queries = self.query_proj(text_features)[text_index]
+        else:
+            if text_features.ndim == 2:
+                text_features = text_features.unsqueeze(0).expand(n, -1, -1)
+            if text_features.ndim != 3 or text_features.shape[::2] != (n, self.text_dim):
+                raise ValueError(
+                    f"text_features must have shape (C, {self.text_dim}) or "
+                    f"(n, C, {self.text_dim}) with n={n}, got {tuple(text_features.shape)}."
+                )
+            queries = self.query_proj(text_features)
         keys = self.norm(tokens)
         attended = self.attention(queries, keys, keys, need_weights=False)[0]
         if class_mask is None:

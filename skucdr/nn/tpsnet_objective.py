@@ -200,15 +200,26 @@ class TPSNetModule(nn.Module):
         """
         if self.query is not None:
             return self.query
+        table, index = self._query_table(codes)
+        return table[index]
+
+    def _query_table(self, codes):
+        """The prompt features of every fitted domain and of an unseen one
+        ``(n_domains + 1, C, text_dim)``, and the row of every image in it."""
         if self.class_text.shape[1] == 0:
             raise RuntimeError("The prompt features are set at the start of stage 2.")
         table = torch.cat([self.class_text, self.class_text.mean(dim=0, keepdim=True)])
-        return table[torch.where(codes < 0, self.n_domains, codes)]
+        return table, torch.where(codes < 0, self.n_domains, codes)
 
     def embed(self, x, codes):
         """L2-normalised retrieval embeddings ``I'`` of images ``x`` of domains ``codes``."""
         fmap, pooled = self._encode(x)
-        attended = self.head(self._fuse(x, fmap), self.queries(codes))
+        tokens = self._fuse(x, fmap)
+        if self.query is not None:
+            attended = self.head(tokens, self.query)
+        else:  # the prompts projected once per domain, not once per image
+            table, index = self._query_table(codes)
+            attended = self.head(tokens, table, text_index=index)
         if self.prior_gate is None:
             return attended
         base = self.residual_proj(self._project_image(pooled))
@@ -270,6 +281,9 @@ class TPSNetObjective(RowObjective):
     BANK_TAU = 0.07  # memory-bank instance NCE temperature (UEM / InstDisc)
     BANK_MOMENTUM = 0.5  # memory-bank momentum (NPID)
     TWO_VIEW_TAU = 0.2  # two-view NT-Xent temperature (MoCo v2 / UCDIR)
+    # faiss's OpenMP threads and torch's fight on a few cores (see UEMObjective): the
+    # DPG k-means runs on one thread, as UEM's prototype refreshes do
+    CLUSTER_THREADS = 1
 
     def __init__(
         self,
@@ -389,11 +403,12 @@ class TPSNetObjective(RowObjective):
             if self.n_prototypes == "elbow":
                 k = choose_n_prototypes_elbow(
                     X_d, k_min=2, k_max=max(2, min(self.max_prototypes, len(X_d) // 10)),
-                    random_state=seed,
+                    random_state=seed, n_threads=self.CLUSTER_THREADS,
                 )
             else:
                 k = min(int(self.n_prototypes), len(X_d))
-            c, lab, _ = spherical_kmeans(X_d, k, random_state=seed)
+            c, lab, _ = spherical_kmeans(X_d, k, random_state=seed,
+                                         n_threads=self.CLUSTER_THREADS)
             centers.append(c)
             ks.append(k)
             means.append(X_d.mean(axis=0))
