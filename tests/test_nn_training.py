@@ -98,3 +98,48 @@ def test_resolve_device(monkeypatch, device, gpus, expected):
     else:
         with pytest.raises(ValueError, match=expected):
             resolve_device(device)
+
+
+def test_train_objective_uses_foreach_updates_with_the_same_result():
+    """Adam's multi-tensor update (foreach, not torch's CPU default) changes no bit."""
+    from skucdr.nn.training import train_objective
+
+    class _Regression(RowObjective):
+        def __init__(self, X, codes):
+            self._init_rows(X, codes, batch_size=4, generator=torch.Generator().manual_seed(0))
+            self.target = X.sum(dim=1, keepdim=True)
+
+        def on_epoch_begin(self, net, epoch):
+            pass
+
+        def losses(self, net, batch):
+            rows = torch.cat(batch)
+            loss = ((net.module_(self.X[rows]) - self.target[rows]) ** 2).mean()
+            return {"loss": loss, "loss_mse": loss}
+
+        def after_backward(self, net=None):
+            pass
+
+    X = torch.randn(24, 3, generator=torch.Generator().manual_seed(1))
+    codes = np.repeat([0, 1], 12)
+
+    def fit(optimizer):
+        torch.manual_seed(0)
+        module = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+        net = train_objective(module, _Regression(X, codes), n_samples=24, max_epochs=3,
+                              lr=1e-2, device="cpu", verbose=0, optimizer=optimizer,
+                              weight_decay=1e-4)
+        return net, [p.detach() for p in net.module_.parameters()]
+
+    net, fast = fit(torch.optim.Adam)
+    assert net.optimizer_.defaults["foreach"] is True
+
+    class _LoopAdam(torch.optim.Adam):  # no foreach flag: the per-tensor loop
+        def __init__(self, params, lr, weight_decay):
+            super().__init__(params, lr=lr, weight_decay=weight_decay, foreach=False)
+
+    loop_net, loop = fit(_LoopAdam)
+    assert loop_net.optimizer_.defaults["foreach"] is False
+    assert all(torch.equal(a, b) for a, b in zip(fast, loop))
+    torch.manual_seed(0)
+    assert not torch.equal(fast[0], nn.Linear(3, 8).weight)  # it trained
