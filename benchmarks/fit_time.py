@@ -6,7 +6,11 @@ Fits, one after the other in one process (so the machine's state is shared):
   per-domain batch norm);
 * the default UniversalCDRRetriever and TextPhaseRetriever, each also with its former
   ``batch_size=64`` (the ratio is the cost of the smaller batches), and UEM without the
-  random convolutions of its default augmentation (their cost).
+  random convolutions of its default augmentation (their cost);
+* the defaults with Adam's per-tensor loop (torch's CPU default before training asked
+  for ``foreach=True`` on 2026-12-06; the same updates to the bit), and TPSNet with
+  UEM's image-training schedule (``tpsnet_long_randconv``, 60 warm-up, 10 prompt and 30
+  stage-2 epochs, random convolutions: the candidate of ``benchmarks/quality.py``).
 
 Each row reports the fit's seconds, the cross-domain mAP@All of the fitted rows embedded
 with their ``sample_domain``, and without it (rows of an unknown domain use the pooled
@@ -26,7 +30,46 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def _per_tensor_adam():
+    """Train with Adam's per-tensor loop (``foreach=False``), the former CPU default."""
+    import torch
+
+    from skucdr.nn import training
+
+    class LoopAdam(torch.optim.Adam):  # no foreach parameter: train_objective adds none
+        def __init__(self, params, lr=1e-3, weight_decay=0.0):
+            super().__init__(params, lr=lr, weight_decay=weight_decay, foreach=False)
+
+    defaults = training.train_objective.__kwdefaults__
+    former = defaults["optimizer"]
+    defaults["optimizer"] = LoopAdam
+    try:
+        yield
+    finally:
+        defaults["optimizer"] = former
+
+
+class _InContext:
+    """An estimator whose ``fit`` runs inside ``context()`` (its other methods as they are)."""
+
+    def __init__(self, estimator, context):
+        self.estimator, self.context = estimator, context
+
+    def __getattr__(self, name):
+        return getattr(self.estimator, name)
+
+    def fit(self, X, sample_domain):
+        with self.context():
+            return self.estimator.fit(X, sample_domain=sample_domain)
+
+
+def _in_context(make, context):
+    return lambda: _InContext(make(), context)
 
 
 def _runs(quick):
@@ -62,6 +105,16 @@ def _runs(quick):
             # the former default batch size (64 rows per domain, before 2026-12-03)
             ("tpsnet_default_bs64", lambda: TextPhaseRetriever(batch_size=64, random_state=0,
                                                                device="cpu")),
+            ("uem_default_loop_adam",
+             _in_context(lambda: UniversalCDRRetriever(random_state=0, device="cpu"),
+                         _per_tensor_adam)),
+            ("tpsnet_default_loop_adam",
+             _in_context(lambda: TextPhaseRetriever(random_state=0, device="cpu"),
+                         _per_tensor_adam)),
+            ("tpsnet_long_randconv",
+             lambda: TextPhaseRetriever(max_epochs=100, prompt_fraction=0.7,
+                                        augment=ImageAugment(random_conv_p=0.5),
+                                        random_state=0, device="cpu")),
         ]
     return runs
 
@@ -72,6 +125,11 @@ RATIOS = (  # (row, baseline row, what the ratio is)
     ("uem_default", "uem_default_no_randconv", "UEM's RandConv against none"),
     ("tpsnet_default", "tpsnet_default_bs64", "TPSNet's batch_size=32 against 64"),
     ("uem_default_bs16", "uem_default_no_randconv", "UEM's batch_size=16 against 32"),
+    ("uem_default", "uem_default_loop_adam", "UEM's foreach Adam against the per-tensor loop"),
+    ("tpsnet_default", "tpsnet_default_loop_adam",
+     "TPSNet's foreach Adam against the per-tensor loop"),
+    ("tpsnet_long_randconv", "tpsnet_default", "TPSNet 60 + 10 + 30 epochs against 40 + 10 + 20"),
+    ("tpsnet_long_randconv", "uem_default", "TPSNet 60 + 10 + 30 epochs against UEM's default"),
 )
 
 

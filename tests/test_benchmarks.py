@@ -6,6 +6,7 @@ so that an API change that breaks them fails here rather than hours into a run.
 
 import importlib.util
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -165,15 +166,34 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
     assert with_norm.get_params() == {**without.get_params(), "domain_norm": True}
     full = dict(fit_time._runs(quick=False))
     assert {"uem_default", "tpsnet_default"} <= set(full)
-    # every ratio compares a row with the same estimator changed in one parameter: per-domain
-    # batch norm, the batch size, or the augmentation (RandConv against none)
+    # every ratio compares a row with the same estimator changed in the parameters it
+    # names: per-domain batch norm, the batch size, the augmentation (RandConv against
+    # none), TPSNet's schedule; none for the optimizer's update loop (the context
+    # differs) and the TPSNet candidate against UEM's default (another estimator)
+    changes = {("uem_15_epochs", "uem_15_epochs_no_domain_norm"): {"domain_norm"},
+               ("uem_default", "uem_default_no_randconv"): {"augment"},
+               ("uem_default", "uem_default_loop_adam"): set(),
+               ("tpsnet_default", "tpsnet_default_loop_adam"): set(),
+               ("tpsnet_long_randconv", "tpsnet_default"):
+                   {"max_epochs", "prompt_fraction", "augment"}}
     for name, baseline, _ in fit_time.RATIOS:  # the full list holds the quick rows too
         row, base = full[name](), full[baseline]()
+        row, base = getattr(row, "estimator", row), getattr(base, "estimator", base)
+        if type(row) is not type(base):
+            assert (name, baseline) == ("tpsnet_long_randconv", "uem_default")
+            continue
         changed = {k for k, v in row.get_params().items() if base.get_params()[k] != v}
-        expected = {("uem_15_epochs", "uem_15_epochs_no_domain_norm"): "domain_norm",
-                    ("uem_default", "uem_default_no_randconv"): "augment"}.get(
-                        (name, baseline), "batch_size")
-        assert changed == {expected}, name
+        assert changed == changes.get((name, baseline), {"batch_size"}), name
+    # the per-tensor rows fit with Adam's loop, the others with foreach updates
+    from skucdr import UniversalCDRRetriever
+
+    tiny = dict(max_epochs=1, batch_size=8, n_components=8, n_prototypes=2,
+                random_state=0, device="cpu")
+    X = np.random.RandomState(0).rand(24, 1, 8, 8).astype(np.float32)
+    d = np.repeat([0, 1], 12)
+    for context, foreach in ((fit_time._per_tensor_adam, False), (nullcontext, True)):
+        fitted = fit_time._InContext(UniversalCDRRetriever(**tiny), context).fit(X, d)
+        assert fitted.net_.optimizer_.defaults["foreach"] is foreach
 
 
 def test_feature_vectors_rows_and_baselines():
