@@ -28,7 +28,8 @@ convolutions on 2026-12-06: every other committed UEM row keeps ``ImageAugment()
 (``FORMER_UEM_AUGMENT``; ``uem_no_randconv`` is the former default). The candidates
 (``uem_bs16``, ``uem_mutual``, ``uem_amix_p1``, ``uem_lr2e-3``, ``uem_lr1.5e-3``,
 ``tpsnet_warmup50``, ``tpsnet_randconv``) are the default of their day with one change,
-named in a comment next to each.
+named in a comment next to each; ``tpsnet_long_randconv`` changes two (UEM's schedule
+and augmentation).
 
 Pairs: MNIST<->optdigits and MNIST<->MNIST-M, on which the defaults were chosen; the
 held-out optdigits<->MNIST-M runs only when named (``--pairs optdigits-mnist_m``).
@@ -220,6 +221,10 @@ METHODS = {
     "tpsnet_ptau0.1": (_tpsnet(prototype_tau=0.1), SETTINGS),
     # a candidate: random convolutions (RandConv) on half the images, as UEM's default
     "tpsnet_randconv": (_tpsnet(augment=ImageAugment(random_conv_p=0.5)), SETTINGS),
+    # a candidate: UEM's image-training schedule (60 warm-up, 10 prompt, 30 stage-2
+    # epochs, from 40 + 10 + 20) with UEM's augmentation (RandConv on half the images)
+    "tpsnet_long_randconv": (_tpsnet(max_epochs=100, prompt_fraction=0.7,
+                                     augment=ImageAugment(random_conv_p=0.5)), SETTINGS),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
                                       **FORMER_TPSNET_BATCH), SETTINGS),

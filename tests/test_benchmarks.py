@@ -302,18 +302,21 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             assert model.augment == ImageAugment(), name
         elif name == "uem_amix_p1":  # every image's amplitude mixed, no RandConv
             assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
-        elif name == "tpsnet_randconv":  # RandConv on half the images
+        elif name in ("tpsnet_randconv", "tpsnet_long_randconv"):  # RandConv on half
             assert model.augment == with_randconv, name
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
         at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_amix_p1", "uem_mutual",
-                 "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv")
+                 "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv", "tpsnet_long_randconv")
         at_32 += candidates + tpsnet_candidates + variants
         expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
         assert model.batch_size == expected, name
     # what UEM's augment="auto" builds for images ("uem")
     assert ImageAugment(**AUTO_IMAGE_AUGMENT) == with_randconv
+    # the TPSNet candidate with UEM's schedule: 60 warm-up, 10 prompt, 30 stage-2 epochs
+    long = quality.METHODS["tpsnet_long_randconv"][0](0)
+    assert long._schedule() == (60, 70) and long.max_epochs == 100
     assert ImageAugment().amplitude_mix_eta == 1.0 and ImageAugment().random_conv_p == 0.0
 
 
