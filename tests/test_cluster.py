@@ -432,3 +432,18 @@ def test_set_output_pandas():
         "prototypeclusterer1",
         "prototypeclusterer2",
     ]
+
+
+def test_thread_count_does_not_change_the_clusters():
+    """The retrievers cluster on one thread (n_threads=1); the result is the same to the
+    bit as with every thread, so fits keep their numbers."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(600, 16).astype(np.float32)
+    X[:300, :4] += 3.0
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    many = spherical_kmeans(X, 6, random_state=0)
+    one = spherical_kmeans(X, 6, random_state=0, n_threads=1)
+    np.testing.assert_array_equal(many[0], one[0])
+    np.testing.assert_array_equal(many[1], one[1])
+    assert (choose_n_prototypes_elbow(X, k_min=2, k_max=12, random_state=0)
+            == choose_n_prototypes_elbow(X, k_min=2, k_max=12, random_state=0, n_threads=1))
