@@ -198,14 +198,18 @@ class TPSNetModule(nn.Module):
         domain code ``-1`` (a domain not seen in fit) gets the mean over the fitted
         domains of each class's prompt feature. Without text prior: the learned query.
         """
-        if self.query is not None:
-            return self.query
-        table, index = self._query_table(codes)
-        return table[index]
+        features, index = self._query_table(codes)
+        return features if index is None else features[index]
 
     def _query_table(self, codes):
-        """The prompt features of every fitted domain and of an unseen one
-        ``(n_domains + 1, C, text_dim)``, and the row of every image in it."""
+        """The head's query features and the row of every image in them.
+
+        With the text prior: the prompt features of every fitted domain and of an unseen
+        one ``(n_domains + 1, C, text_dim)`` and each image's row; without: the learned
+        query and None (one query for every image).
+        """
+        if self.query is not None:
+            return self.query, None
         if self.class_text.shape[1] == 0:
             raise RuntimeError("The prompt features are set at the start of stage 2.")
         table = torch.cat([self.class_text, self.class_text.mean(dim=0, keepdim=True)])
@@ -214,12 +218,9 @@ class TPSNetModule(nn.Module):
     def embed(self, x, codes):
         """L2-normalised retrieval embeddings ``I'`` of images ``x`` of domains ``codes``."""
         fmap, pooled = self._encode(x)
-        tokens = self._fuse(x, fmap)
-        if self.query is not None:
-            attended = self.head(tokens, self.query)
-        else:  # the prompts projected once per domain, not once per image
-            table, index = self._query_table(codes)
-            attended = self.head(tokens, table, text_index=index)
+        # the prompts are projected once per domain, then gathered per image
+        features, index = self._query_table(codes)
+        attended = self.head(self._fuse(x, fmap), features, text_index=index)
         if self.prior_gate is None:
             return attended
         base = self.residual_proj(self._project_image(pooled))
@@ -282,7 +283,7 @@ class TPSNetObjective(RowObjective):
     BANK_MOMENTUM = 0.5  # memory-bank momentum (NPID)
     TWO_VIEW_TAU = 0.2  # two-view NT-Xent temperature (MoCo v2 / UCDIR)
     # faiss's OpenMP threads and torch's fight on a few cores (see UEMObjective): the
-    # DPG k-means runs on one thread, as UEM's prototype refreshes do
+    # DPG k-means and the stage-2 prototype refreshes run on one thread, as UEM's do
     CLUSTER_THREADS = 1
 
     def __init__(
@@ -456,7 +457,7 @@ class TPSNetObjective(RowObjective):
         z = self.embed_rows(net, net.module_.embed).cpu().numpy()
         protos, labels = domain_prototypes(
             z, self.codes, self.domain_k, merge=True, max_prototypes=self.max_prototypes,
-            random_state=self.seed + epoch, n_jobs=1, device=net.device,
+            random_state=self.seed + epoch, n_jobs=self.CLUSTER_THREADS, device=net.device,
         )
         self.semantic = (protos, torch.from_numpy(labels).to(net.device))
 
