@@ -115,6 +115,13 @@ def _runs(quick):
              lambda: TextPhaseRetriever(max_epochs=100, prompt_fraction=0.7,
                                         augment=ImageAugment(random_conv_p=0.5),
                                         random_state=0, device="cpu")),
+            # the candidate with stage 2's merged prototypes refreshed from a memory bank
+            # of I' instead of a full embedding pass every epoch
+            ("tpsnet_long_randconv_bank",
+             lambda: TextPhaseRetriever(max_epochs=100, prompt_fraction=0.7,
+                                        augment=ImageAugment(random_conv_p=0.5),
+                                        prototype_refresh="bank",
+                                        random_state=0, device="cpu")),
         ]
     return runs
 
@@ -130,6 +137,10 @@ RATIOS = (  # (row, baseline row, what the ratio is)
      "TPSNet's foreach Adam against the per-tensor loop"),
     ("tpsnet_long_randconv", "tpsnet_default", "TPSNet 60 + 10 + 30 epochs against 40 + 10 + 20"),
     ("tpsnet_long_randconv", "uem_default", "TPSNet 60 + 10 + 30 epochs against UEM's default"),
+    ("tpsnet_long_randconv_bank", "tpsnet_long_randconv",
+     "TPSNet's stage-2 prototypes from a memory bank against a full pass"),
+    ("tpsnet_long_randconv_bank", "uem_default",
+     "TPSNet 60 + 10 + 30 epochs, memory-bank prototypes, against UEM's default"),
 )
 
 

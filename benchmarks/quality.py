@@ -225,6 +225,14 @@ METHODS = {
     # epochs, from 40 + 10 + 20) with UEM's augmentation (RandConv on half the images)
     "tpsnet_long_randconv": (_tpsnet(max_epochs=100, prompt_fraction=0.7,
                                      augment=ImageAugment(random_conv_p=0.5)), SETTINGS),
+    # the same with stage 2's merged prototypes re-clustered from a memory bank of I'
+    # instead of a full embedding pass every epoch
+    "tpsnet_long_randconv_bank": (_tpsnet(max_epochs=100, prompt_fraction=0.7,
+                                          augment=ImageAugment(random_conv_p=0.5),
+                                          prototype_refresh="bank"), SETTINGS),
+    # and with 90 epochs (55 warm-up, 10 prompt, 25 stage-2; the default's prompt_fraction)
+    "tpsnet_90_randconv_bank": (_tpsnet(max_epochs=90, augment=ImageAugment(random_conv_p=0.5),
+                                        prototype_refresh="bank"), SETTINGS),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
                                       **FORMER_TPSNET_BATCH), SETTINGS),

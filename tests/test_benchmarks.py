@@ -175,12 +175,13 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
                ("uem_default", "uem_default_loop_adam"): set(),
                ("tpsnet_default", "tpsnet_default_loop_adam"): set(),
                ("tpsnet_long_randconv", "tpsnet_default"):
-                   {"max_epochs", "prompt_fraction", "augment"}}
+                   {"max_epochs", "prompt_fraction", "augment"},
+               ("tpsnet_long_randconv_bank", "tpsnet_long_randconv"): {"prototype_refresh"}}
     for name, baseline, _ in fit_time.RATIOS:  # the full list holds the quick rows too
         row, base = full[name](), full[baseline]()
         row, base = getattr(row, "estimator", row), getattr(base, "estimator", base)
         if type(row) is not type(base):
-            assert (name, baseline) == ("tpsnet_long_randconv", "uem_default")
+            assert baseline == "uem_default" and name.startswith("tpsnet_long"), name
             continue
         changed = {k for k, v in row.get_params().items() if base.get_params()[k] != v}
         assert changed == changes.get((name, baseline), {"batch_size"}), name
@@ -302,13 +303,15 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             assert model.augment == ImageAugment(), name
         elif name == "uem_amix_p1":  # every image's amplitude mixed, no RandConv
             assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
-        elif name in ("tpsnet_randconv", "tpsnet_long_randconv"):  # RandConv on half
+        elif name in ("tpsnet_randconv", "tpsnet_long_randconv", "tpsnet_long_randconv_bank",
+                      "tpsnet_90_randconv_bank"):  # RandConv on half
             assert model.augment == with_randconv, name
         else:
             assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
         # and the batch size they were measured with
         at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_amix_p1", "uem_mutual",
-                 "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv", "tpsnet_long_randconv")
+                 "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv", "tpsnet_long_randconv",
+                 "tpsnet_long_randconv_bank", "tpsnet_90_randconv_bank")
         at_32 += candidates + tpsnet_candidates + variants
         expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
         assert model.batch_size == expected, name

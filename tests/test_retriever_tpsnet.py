@@ -302,3 +302,45 @@ def test_prototype_tau_reaches_the_warmup_and_the_stage2_prototype_terms(two_dom
     kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prototype_tau": 0.13}
     TextPhaseRetriever(**kw).fit(X, sample_domain=d)
     assert seen == {"warmup": {0.13}, "stage2": {0.13}}
+
+
+@pytest.mark.parametrize("refresh", ["bank", "full_pass"])
+def test_stage2_prototypes_refresh_from_a_bank_or_a_full_pass(two_domains, monkeypatch,
+                                                              refresh):
+    """Stage 2 re-clusters I' every epoch: "full_pass" embeds every row again (the
+    first epoch reuses the pass that starts stage 2), "bank" clusters a memory bank of
+    the training views' I', which starts as that pass and moves with every step."""
+    import skucdr.nn.tpsnet_objective as tpsnet_objective
+    from skucdr.nn.tpsnet_objective import TPSNetObjective
+
+    passes, clustered = [], []
+    original_embed_rows = TPSNetObjective.embed_rows
+    original_prototypes = tpsnet_objective.domain_prototypes
+
+    def embed_rows(self, net, fn):
+        out = original_embed_rows(self, net, fn)
+        if getattr(fn, "__name__", "") == "embed":
+            passes.append(out.clone())
+        return out
+
+    def domain_prototypes(z, *args, **kwargs):
+        clustered.append(np.array(z))
+        return original_prototypes(z, *args, **kwargs)
+
+    monkeypatch.setattr(TPSNetObjective, "embed_rows", embed_rows)
+    monkeypatch.setattr(tpsnet_objective, "domain_prototypes", domain_prototypes)
+    X, _, d = two_domains
+    kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prototype_refresh": refresh}
+    TextPhaseRetriever(**kw).fit(X, sample_domain=d)
+    assert len(clustered) == 4  # one refresh per stage-2 epoch
+    assert len(passes) == (1 if refresh == "bank" else 4)
+    np.testing.assert_array_equal(clustered[0], passes[0].numpy())
+    for z in clustered:
+        np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+    if refresh == "full_pass":
+        for z, fresh in zip(clustered, passes):
+            np.testing.assert_array_equal(z, fresh.numpy())
+    else:  # the rows trained on in the first epoch moved away from the starting pass
+        moved = np.linalg.norm(clustered[1] - clustered[0], axis=1) > 1e-6
+        assert moved.mean() > 0.5
+        assert not np.array_equal(clustered[2], clustered[1])

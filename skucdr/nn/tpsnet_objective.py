@@ -310,6 +310,7 @@ class TPSNetObjective(RowObjective):
         warmup,
         seed,
         prototype_tau=0.07,
+        prototype_refresh="full_pass",
     ):
         self._init_rows(X, codes, batch_size, generator)
         self.augment = augment
@@ -329,6 +330,10 @@ class TPSNetObjective(RowObjective):
         self.warmup = warmup
         self.seed = seed
         self.prototype_tau = prototype_tau
+        if prototype_refresh not in ("bank", "full_pass"):
+            raise ValueError("prototype_refresh must be 'bank' or 'full_pass', got "
+                             f"{prototype_refresh!r}.")
+        self.prototype_refresh = prototype_refresh
         self.phase = None
         self.banks = None
         self.features = None  # frozen stage-1 image features (DPG)
@@ -337,6 +342,8 @@ class TPSNetObjective(RowObjective):
         self.prototypes = None  # (n_domains, C, n_components)
         self.domain_k = None  # k of every domain's DPG k-means
         self.semantic = None  # (merged prototypes per domain, shared id per row): gamma
+        self.embedding_bank = None  # I' of every row, updated by the steps ("bank")
+        self._fresh_embedding = None  # I' of every row at the start of stage 2
         self._pending = None
         self.idse = None
         if warmup == "idse":  # UEM's stage 1 on the stage-1 image features
@@ -441,6 +448,9 @@ class TPSNetObjective(RowObjective):
         if module.prior_gate is None:  # v is not part of I' any more
             module.image_head.requires_grad_(False)
         z = self.embed_rows(net, module.embed)
+        self._fresh_embedding = z  # the first refresh's embedding: nothing trained since
+        if self.prototype_refresh == "bank":
+            self.embedding_bank = z.clone()
         C, dim = self.n_classes, z.shape[1]
         protos = torch.zeros(self.n_domains, C, dim, device=z.device)
         index = self.codes_t.to(z.device) * C + self.labels
@@ -452,9 +462,19 @@ class TPSNetObjective(RowObjective):
 
         Per-domain spherical k-means with the DPG's ``k``, translated, matched and merged
         across domains (:func:`~skucdr.nn.uem_objective.domain_prototypes`), as UEM's
-        stage 1 refreshes them on its memory banks.
+        stage 1 refreshes them on its memory banks: on a memory bank of ``I'`` (every
+        row's training-view embeddings, momentum ``BANK_MOMENTUM``, started from a full
+        embedding pass) with ``prototype_refresh="bank"``, or on a fresh eval-mode pass
+        over all rows with ``"full_pass"``.
         """
-        z = self.embed_rows(net, net.module_.embed).cpu().numpy()
+        if self.embedding_bank is not None:
+            z = self.embedding_bank
+        elif self._fresh_embedding is not None:
+            z = self._fresh_embedding
+        else:
+            z = self.embed_rows(net, net.module_.embed)
+        self._fresh_embedding = None
+        z = z.cpu().numpy()
         protos, labels = domain_prototypes(
             z, self.codes, self.domain_k, merge=True, max_prototypes=self.max_prototypes,
             random_state=self.seed + epoch, n_jobs=self.CLUSTER_THREADS, device=net.device,
@@ -487,7 +507,11 @@ class TPSNetObjective(RowObjective):
                 local = self.local_index[rows].to(v_d.device)
                 self.banks[d][local] = F.normalize(m * self.banks[d][local] + (1 - m) * v_d, dim=1)
         else:
-            z, codes, labels = payload
+            z, rows, codes, labels = payload
+            if self.embedding_bank is not None:
+                m = self.BANK_MOMENTUM
+                bank = self.embedding_bank
+                bank[rows] = F.normalize(m * bank[rows] + (1 - m) * z, dim=1)
             for d in range(self.n_domains):
                 mask = codes == d
                 if mask.any():
@@ -565,7 +589,7 @@ class TPSNetObjective(RowObjective):
             out["loss_pnce"] = torch.stack(pnce).sum()
             out["loss_sel"] = torch.stack(sel).sum()
             total = total + self.gamma * (out["loss_pnce"] + out["loss_sel"])
-        self._pending = ("prototypes", (z.detach(), codes, y))
+        self._pending = ("prototypes", (z.detach(), rows_d, codes, y))
         out["loss"] = total
         return out
 
@@ -577,5 +601,7 @@ class TPSNetObjective(RowObjective):
         self.labels = None
         self.prototypes = None
         self.semantic = None
+        self.embedding_bank = None
+        self._fresh_embedding = None
         self._pending = None
         self._release_idse()

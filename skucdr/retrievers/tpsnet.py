@@ -257,6 +257,13 @@ class TextPhaseRetriever(BaseRetriever):
         ``tau``).
     prototype_momentum : float, default=0.9
         Momentum ``m`` of the class prototypes, ``P <- m P + (1 - m) I'``.
+    prototype_refresh : {"bank", "full_pass"}, default="full_pass"
+        What the ``gamma`` terms' merged prototypes are re-clustered from at the start of
+        every stage-2 epoch: a memory bank of ``I'`` (every row's entry moves to the
+        embedding of its training view with momentum 0.5 and is re-normalised, as
+        UEM's banks; the bank starts as the embedding pass that starts stage 2), or a
+        fresh embedding pass over all rows in eval mode (one more forward pass over the
+        data per epoch).
     logit_scale : float, default=20.0
         Multiplier of the cosine logits of ``L_i2t``, ``L_t2i`` and ``L_i2tce``: an inverse
         temperature (CLIP's learned value is 100; 20 matches the temperature ``tau`` of
@@ -404,6 +411,7 @@ class TextPhaseRetriever(BaseRetriever):
         "warmup": [StrOptions({"two_view", "bank", "idse"})],
         "prompt_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "prompt_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "prototype_refresh": [StrOptions({"bank", "full_pass"})],
     }
 
     def __init__(
@@ -429,6 +437,7 @@ class TextPhaseRetriever(BaseRetriever):
         tau=0.05,
         prototype_tau=0.07,
         prototype_momentum=0.9,
+        prototype_refresh="full_pass",
         logit_scale=20.0,
         text_anchors="domain",
         image_residual=True,
@@ -466,6 +475,7 @@ class TextPhaseRetriever(BaseRetriever):
         self.tau = tau
         self.prototype_tau = prototype_tau
         self.prototype_momentum = prototype_momentum
+        self.prototype_refresh = prototype_refresh
         self.logit_scale = logit_scale
         self.text_anchors = text_anchors
         self.image_residual = image_residual
@@ -560,6 +570,7 @@ class TextPhaseRetriever(BaseRetriever):
             epsilon=self.epsilon,
             tau=self.tau,
             prototype_tau=self.prototype_tau,
+            prototype_refresh=self.prototype_refresh,
             prototype_momentum=self.prototype_momentum,
             logit_scale=self.logit_scale,
             text_anchors=self.text_anchors,
