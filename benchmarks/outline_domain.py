@@ -62,7 +62,8 @@ def outline_domain(seed=1):
 # the retrievers of quality.py's rows of the same names (the defaults, the former
 # defaults, the candidates), so that a name means one configuration in every benchmark
 SHARED_METHODS = ("uem", "uem_bs64", "uem_bs16", "uem_no_randconv", "uem_eta_half",
-                  "uem_no_domain_norm", "tpsnet", "tpsnet_bs64", "tpsnet_eta_half")
+                  "uem_no_domain_norm", "tpsnet", "tpsnet_former", "tpsnet_bs64",
+                  "tpsnet_eta_half")
 
 
 def _methods():

@@ -87,6 +87,11 @@ FORMER_MERGE = dict(merge_rule="eq9")
 # ImageAugment's defaults. Every UEM row measured before keeps it ("uem_no_randconv" is
 # the former default); rows that name their own augmentation are unaffected.
 FORMER_UEM_AUGMENT = dict(augment=ImageAugment())
+# TPSNet's schedule before 2026-12-06, when its default moved 10 warm-up epochs to
+# stage 2 and gained 6 more there (30 warm-up, 10 prompt and 26 stage-2 epochs): 70
+# epochs, 40 warm-up, 10 prompt and 20 stage-2. Every TPSNet row but "tpsnet" keeps it
+# unless it names its own ("tpsnet_former" is the former default).
+FORMER_TPSNET = dict(max_epochs=70, prompt_fraction=0.72)
 
 
 def _uem(*, defaults=False, **overrides):
@@ -127,11 +132,15 @@ def _stage1_only(domain_norm):
     return make
 
 
-def _tpsnet(**overrides):
+def _tpsnet(*, defaults=False, **overrides):
+    """A TPSNet row; TPSNet's former defaults (``FORMER_TPSNET``) unless ``defaults``,
+    with ``overrides`` on top."""
+    params = {**({} if defaults else FORMER_TPSNET), **overrides}
+
     def make(seed):
         from skucdr import TextPhaseRetriever
 
-        return TextPhaseRetriever(random_state=seed, device="cpu", **overrides)
+        return TextPhaseRetriever(random_state=seed, device="cpu", **params)
 
     return make
 
@@ -212,8 +221,10 @@ METHODS = {
     "uem_bank_negatives": (_uem(instance_negatives="bank"), ("closed",)),
     "uem_batch_negatives": (_uem(instance_negatives="batch"), ("closed",)),
     "uem_bank_momentum_0.99": (_uem(instance_negatives="bank", bank_momentum=0.99), ("closed",)),
-    "tpsnet": (_tpsnet(), SETTINGS),
-    # the former default, 64 rows per domain in every step (before 2026-12-03)
+    "tpsnet": (_tpsnet(defaults=True), SETTINGS),
+    # the former default (before 2026-12-06): 40 warm-up, 10 prompt and 20 stage-2 epochs
+    "tpsnet_former": (_tpsnet(), SETTINGS),
+    # the default before that, 64 rows per domain in every step (before 2026-12-03)
     "tpsnet_bs64": (_tpsnet(**FORMER_TPSNET_BATCH), SETTINGS),
     # a candidate: 50 warm-up, 10 prompt and 10 stage-2 epochs (from 40 + 10 + 20)
     "tpsnet_warmup50": (_tpsnet(prompt_fraction=6 / 7), SETTINGS),
@@ -233,6 +244,11 @@ METHODS = {
     # and with 90 epochs (55 warm-up, 10 prompt, 25 stage-2; the default's prompt_fraction)
     "tpsnet_90_randconv_bank": (_tpsnet(max_epochs=90, augment=ImageAugment(random_conv_p=0.5),
                                         prototype_refresh="bank"), SETTINGS),
+    # a candidate at about the former default's cost (a stage-2 epoch costs ~1.6 warm-up
+    # epochs): 30 warm-up, 10 prompt and 30 stage-2 epochs (from 40 + 10 + 20) with the
+    # stage-2 prototypes from a memory bank
+    "tpsnet_stage2_30_bank": (_tpsnet(max_epochs=70, prompt_fraction=40 / 70,
+                                      prototype_refresh="bank"), SETTINGS),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
                                       **FORMER_TPSNET_BATCH), SETTINGS),

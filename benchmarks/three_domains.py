@@ -37,7 +37,7 @@ PAIRWISE = (RESULTS / "quality_uem.json", RESULTS / "quality_tpsnet.json")
 # the retrievers of quality.py's rows of the same names (the defaults, the former
 # defaults, the candidates), so that a name means one configuration in every benchmark
 SHARED_METHODS = ("uem", "uem_bs64", "uem_bs16", "uem_no_randconv", "uem_eta_half",
-                  "tpsnet", "tpsnet_bs64", "tpsnet_eta_half")
+                  "tpsnet", "tpsnet_former", "tpsnet_bs64", "tpsnet_eta_half")
 
 
 def _methods():

@@ -173,15 +173,16 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
     changes = {("uem_15_epochs", "uem_15_epochs_no_domain_norm"): {"domain_norm"},
                ("uem_default", "uem_default_no_randconv"): {"augment"},
                ("uem_default", "uem_default_loop_adam"): set(),
-               ("tpsnet_default", "tpsnet_default_loop_adam"): set(),
-               ("tpsnet_long_randconv", "tpsnet_default"):
+               ("tpsnet_former", "tpsnet_former_loop_adam"): set(),
+               ("tpsnet_long_randconv", "tpsnet_former"):
                    {"max_epochs", "prompt_fraction", "augment"},
+               ("tpsnet_default", "tpsnet_former"): {"max_epochs", "prompt_fraction"},
                ("tpsnet_long_randconv_bank", "tpsnet_long_randconv"): {"prototype_refresh"}}
     for name, baseline, _ in fit_time.RATIOS:  # the full list holds the quick rows too
         row, base = full[name](), full[baseline]()
         row, base = getattr(row, "estimator", row), getattr(base, "estimator", base)
         if type(row) is not type(base):
-            assert baseline == "uem_default" and name.startswith("tpsnet_long"), name
+            assert baseline == "uem_default" and name.startswith("tpsnet"), name
             continue
         changed = {k for k, v in row.get_params().items() if base.get_params()[k] != v}
         assert changed == changes.get((name, baseline), {"batch_size"}), name
@@ -292,12 +293,14 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
         # the current default with another temperature (not committed yet)
         candidates = ("uem_tau0.1", "uem_tau0.15", "uem_tau0.05")
-        # TPSNet's default with another schedule or temperature
-        tpsnet_candidates = ("tpsnet_warmup50", "tpsnet_ptau0.1")
+        # TPSNet's former default, alone or with another batch, schedule, temperature or
+        # prototype refresh
+        former_tpsnet = ("tpsnet_former", "tpsnet_bs64", "tpsnet_warmup50", "tpsnet_ptau0.1",
+                         "tpsnet_stage2_30_bank")
         # the UEM default of before RandConv with another batch size, merge rule or lr
         former_uem = ("uem_no_randconv", "uem_bs64", "uem_bs16", "uem_mutual",
                       "uem_lr2e-3", "uem_lr1.5e-3")
-        if name in ("uem", "tpsnet", "tpsnet_bs64") + candidates + tpsnet_candidates + variants:
+        if name in ("uem", "tpsnet") + candidates + former_tpsnet + variants:
             assert model.augment == "auto", name
         elif name in former_uem:
             assert model.augment == ImageAugment(), name
@@ -312,7 +315,7 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_amix_p1", "uem_mutual",
                  "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv", "tpsnet_long_randconv",
                  "tpsnet_long_randconv_bank", "tpsnet_90_randconv_bank")
-        at_32 += candidates + tpsnet_candidates + variants
+        at_32 += candidates + former_tpsnet[:1] + former_tpsnet[2:] + variants
         expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
         assert model.batch_size == expected, name
     # what UEM's augment="auto" builds for images ("uem")
@@ -344,11 +347,46 @@ def test_committed_uem_rows_keep_the_merge_rule_they_were_measured_with():
             assert model.merge_rule == "eq9", name
 
 
+def test_committed_tpsnet_rows_keep_the_schedule_they_were_measured_with():
+    """Every TPSNet row but the default's keeps the former 70-epoch schedule and full-pass
+    prototype refresh, unless its name says otherwise."""
+    from sklearn.pipeline import Pipeline
+
+    from skucdr import TextPhaseRetriever
+
+    quality = _load("quality")
+    seen = 0
+    for name, (make, _) in quality.METHODS.items():
+        model = None if make is None else make(0)
+        if isinstance(model, Pipeline):
+            model = model[-1]
+        if not isinstance(model, TextPhaseRetriever) or name == "tpsnet":
+            continue
+        seen += 1
+        epochs = {"tpsnet_long_randconv": 100, "tpsnet_long_randconv_bank": 100,
+                  "tpsnet_90_randconv_bank": 90}.get(name, 70)
+        assert model.max_epochs == epochs, name
+        assert model.prototype_refresh == ("bank" if name.endswith("_bank") else "full_pass")
+        schedule = {100: (60, 70), 90: (55, 65)}.get(epochs)
+        if name == "tpsnet_stage2_30_bank":  # 30 warm-up, 10 prompt, 30 stage-2 epochs
+            schedule = (30, 40)
+        if schedule is None and name != "tpsnet_warmup50":
+            schedule = (40, 50)  # 40 warm-up, 10 prompt, 20 stage-2 epochs
+        if schedule is not None and not model.text_prior:  # no prompt epochs
+            schedule = (schedule[1], schedule[1])
+        if schedule is not None:
+            assert model._schedule() == schedule, name
+    assert seen >= 10
+    default = quality.METHODS["tpsnet"][0](0)
+    assert default.get_params() == TextPhaseRetriever(random_state=0, device="cpu").get_params()
+    assert default._schedule() == (30, 40)  # 30 warm-up, 10 prompt, 26 stage-2 epochs
+
+
 @pytest.mark.parametrize("script", ["three_domains", "outline_domain"])
 def test_committed_rows_keep_the_batch_size_they_were_measured_with(script):
     methods = _load(script)._methods()
     for name, make in methods.items():
         if make is not None:
-            at_32 = ("uem", "tpsnet", "uem_no_randconv")
+            at_32 = ("uem", "tpsnet", "tpsnet_former", "uem_no_randconv")
             expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
             assert make(0).batch_size == expected, name
