@@ -448,9 +448,10 @@ class TPSNetObjective(RowObjective):
         if module.prior_gate is None:  # v is not part of I' any more
             module.image_head.requires_grad_(False)
         z = self.embed_rows(net, module.embed)
-        self._fresh_embedding = z  # the first refresh's embedding: nothing trained since
-        if self.prototype_refresh == "bank":
-            self.embedding_bank = z.clone()
+        if self.gamma > 0:  # the gamma terms' prototypes are refreshed from I'
+            self._fresh_embedding = z  # the first refresh's: nothing trained since
+            if self.prototype_refresh == "bank":
+                self.embedding_bank = z.clone()
         C, dim = self.n_classes, z.shape[1]
         protos = torch.zeros(self.n_domains, C, dim, device=z.device)
         index = self.codes_t.to(z.device) * C + self.labels

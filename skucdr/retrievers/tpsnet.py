@@ -186,11 +186,10 @@ class TextPhaseRetriever(BaseRetriever):
     - Spending 15 instead of 10 epochs on the warm-up (``prompt_fraction=0.625``, 40-epoch
       schedule) gave 0.42 / 0.41 and 0.61 / 0.59.
 
-    A default fit on two 2,500-image digit domains (MNIST<->MNIST-M) took 253 s on 2 idle
-    CPU cores (torch's 2 threads), where UniversalCDRRetriever's then default (60 epochs)
-    took 163 s (ratio 1.55) in the same run: the stage-2 epochs also run the phase CNN
-    and the attention blocks. With ``domain_norm``, on another machine: 183 s, against
-    175 s for UniversalCDRRetriever's current default (90 epochs; ratio 1.05).
+    A default fit on two 2,500-image digit domains (MNIST<->MNIST-M) took 201.5 s on 2
+    idle CPU cores (torch's 2 threads), where UniversalCDRRetriever's default took 217.7 s
+    (ratio 0.93) in the same run (``benchmarks/fit_time.py``); a stage-2 epoch costs
+    about 1.6 warm-up epochs, as it also runs the phase CNN and the attention blocks.
 
     Parameters
     ----------
