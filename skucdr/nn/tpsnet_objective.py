@@ -282,9 +282,6 @@ class TPSNetObjective(RowObjective):
     BANK_TAU = 0.07  # memory-bank instance NCE temperature (UEM / InstDisc)
     BANK_MOMENTUM = 0.5  # memory-bank momentum (NPID)
     TWO_VIEW_TAU = 0.2  # two-view NT-Xent temperature (MoCo v2 / UCDIR)
-    # faiss's OpenMP threads and torch's fight on a few cores (see UEMObjective): the
-    # DPG k-means and the stage-2 prototype refreshes run on one thread, as UEM's do
-    CLUSTER_THREADS = 1
 
     def __init__(
         self,

@@ -175,6 +175,10 @@ class RowObjective(Objective):
 
     #: rows embedded per forward pass in :meth:`embed_rows`
     EMBED_CHUNK = 512
+    #: threads of the prototype k-means: faiss's OpenMP threads and torch's fight badly in
+    #: one process (k-means ran 10-30x slower with 2 threads after a torch backward pass on
+    #: 2 cores); the clusters are the same to the bit on any number of threads
+    CLUSTER_THREADS = 1
 
     def _init_rows(self, X, codes, batch_size, generator):
         self.X = X

@@ -125,7 +125,6 @@ class UEMObjective(RowObjective):
         matching,
         seed,
         elbow_every=5,
-        n_threads=None,
         sn2m_instance_negatives=True,
         view_tau=0.2,
         stage2_instance=False,
@@ -152,9 +151,6 @@ class UEMObjective(RowObjective):
         self.stage2_instance = stage2_instance
         # features trained by the objective: the module's forward unless told otherwise
         self.embed = embed if embed is not None else _module_forward
-        # faiss's OpenMP threads and torch's fight badly in one process (k-means ran 10-30x
-        # slower with 2 threads after a torch backward pass on 2 cores): cluster on one.
-        self.n_threads = 1 if n_threads is None else n_threads
         self._k_cache = None
         self._refreshes = 0
         self.banks = None
@@ -200,7 +196,7 @@ class UEMObjective(RowObjective):
             self._k_cache = {
                 d: choose_n_prototypes_elbow(
                     bank, k_max=max(2, min(self.max_prototypes, len(bank) // 10)),
-                    n_redo=1, random_state=self.seed + epoch, n_threads=self.n_threads,
+                    n_redo=1, random_state=self.seed + epoch, n_threads=self.CLUSTER_THREADS,
                 )
                 for d, bank in enumerate(banks)
             }
@@ -214,7 +210,7 @@ class UEMObjective(RowObjective):
             feats, domains, self._prototype_counts(banks, epoch),
             merge=self.merge_prototypes, merge_rule=self.merge_rule,
             max_prototypes=self.max_prototypes,
-            random_state=self.seed + epoch, n_jobs=self.n_threads, device=net.device,
+            random_state=self.seed + epoch, n_jobs=self.CLUSTER_THREADS, device=net.device,
         )
         self._refreshes += 1
         # labels follow the order of `feats` (bank order); map back to row order.
