@@ -36,7 +36,7 @@ from .tpsnet_modules import (
 )
 from .training import RowObjective
 from .uem_losses import instance_nce, prototype_nce, semantic_enhanced_loss, two_view_nce
-from .uem_objective import UEMObjective, domain_prototypes
+from .uem_objective import UEMObjective, domain_prototypes, momentum_update_bank
 
 __all__ = ["TPSNetModule", "TPSNetObjective", "align_domain_clusters", "two_view_nce"]
 
@@ -339,8 +339,9 @@ class TPSNetObjective(RowObjective):
         self.prototypes = None  # (n_domains, C, n_components)
         self.domain_k = None  # k of every domain's DPG k-means
         self.semantic = None  # (merged prototypes per domain, shared id per row): gamma
-        self.embedding_bank = None  # I' of every row, updated by the steps ("bank")
-        self._fresh_embedding = None  # I' of every row at the start of stage 2
+        # I' of every row for the next stage-2 refresh: the pass that starts stage 2,
+        # then ("bank") moved by every step or ("full_pass") None until the next pass
+        self.embeddings = None
         self._pending = None
         self.idse = None
         if warmup == "idse":  # UEM's stage 1 on the stage-1 image features
@@ -446,9 +447,7 @@ class TPSNetObjective(RowObjective):
             module.image_head.requires_grad_(False)
         z = self.embed_rows(net, module.embed)
         if self.gamma > 0:  # the gamma terms' prototypes are refreshed from I'
-            self._fresh_embedding = z  # the first refresh's: nothing trained since
-            if self.prototype_refresh == "bank":
-                self.embedding_bank = z.clone()
+            self.embeddings = z  # the first refresh's: nothing trained since
         C, dim = self.n_classes, z.shape[1]
         protos = torch.zeros(self.n_domains, C, dim, device=z.device)
         index = self.codes_t.to(z.device) * C + self.labels
@@ -465,14 +464,11 @@ class TPSNetObjective(RowObjective):
         embedding pass) with ``prototype_refresh="bank"``, or on a fresh eval-mode pass
         over all rows with ``"full_pass"``.
         """
-        if self.embedding_bank is not None:
-            z = self.embedding_bank
-        elif self._fresh_embedding is not None:
-            z = self._fresh_embedding
-        else:
-            z = self.embed_rows(net, net.module_.embed)
-        self._fresh_embedding = None
-        z = z.cpu().numpy()
+        if self.embeddings is None:
+            self.embeddings = self.embed_rows(net, net.module_.embed)
+        z = self.embeddings.cpu().numpy()
+        if self.prototype_refresh == "full_pass":
+            self.embeddings = None  # a fresh pass at the next refresh
         protos, labels = domain_prototypes(
             z, self.codes, self.domain_k, merge=True, max_prototypes=self.max_prototypes,
             random_state=self.seed + epoch, n_jobs=self.CLUSTER_THREADS, device=net.device,
@@ -500,16 +496,13 @@ class TPSNetObjective(RowObjective):
         kind, payload = self._pending
         self._pending = None
         if kind == "banks":
-            m = self.BANK_MOMENTUM
             for d, (v_d, rows) in enumerate(payload):
                 local = self.local_index[rows].to(v_d.device)
-                self.banks[d][local] = F.normalize(m * self.banks[d][local] + (1 - m) * v_d, dim=1)
+                momentum_update_bank(self.banks[d], local, v_d, self.BANK_MOMENTUM)
         else:
             z, rows, codes, labels = payload
-            if self.embedding_bank is not None:
-                m = self.BANK_MOMENTUM
-                bank = self.embedding_bank
-                bank[rows] = F.normalize(m * bank[rows] + (1 - m) * z, dim=1)
+            if self.prototype_refresh == "bank" and self.embeddings is not None:
+                momentum_update_bank(self.embeddings, rows, z, self.BANK_MOMENTUM)
             for d in range(self.n_domains):
                 mask = codes == d
                 if mask.any():
@@ -599,7 +592,6 @@ class TPSNetObjective(RowObjective):
         self.labels = None
         self.prototypes = None
         self.semantic = None
-        self.embedding_bank = None
-        self._fresh_embedding = None
+        self.embeddings = None
         self._pending = None
         self._release_idse()

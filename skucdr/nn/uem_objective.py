@@ -29,6 +29,14 @@ from .uem_losses import (
 __all__ = ["UEMModule", "UEMObjective"]
 
 
+@torch.no_grad()
+def momentum_update_bank(bank, index, features, momentum):
+    """Move memory-bank rows ``index`` towards ``features`` and re-normalise them (NPID):
+    ``bank[index] <- normalize(momentum * bank[index] + (1 - momentum) * features)``."""
+    mixed = momentum * bank[index] + (1 - momentum) * features
+    bank[index] = F.normalize(mixed, dim=1)
+
+
 def domain_prototypes(features, domains, n_prototypes, *, merge, max_prototypes,
                       random_state, n_jobs, device, merge_rule="eq9"):
     """Per-domain prototypes of ``features`` (rows of domains ``0 .. n_domains - 1``).
@@ -230,13 +238,10 @@ class UEMObjective(RowObjective):
             z = self.embed(net.module_, x)
         return x, codes, z, [len(b) for b in batch]
 
-    @torch.no_grad()
     def _update_banks(self, z_parts, batch):
-        m = self.bank_momentum
         for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
             local = self.local_index[rows].to(z_d.device)
-            mixed = m * self.banks[d][local] + (1 - m) * z_d.detach()
-            self.banks[d][local] = F.normalize(mixed, dim=1)
+            momentum_update_bank(self.banks[d], local, z_d, self.bank_momentum)
 
     def _instance_term(self, z_parts, batch, views=None):
         """Eq. 6 (bank or batch negatives) or, with ``views``, the two-view NT-Xent."""
