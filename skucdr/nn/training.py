@@ -38,6 +38,7 @@ __all__ = [
     "EpochLosses",
     "ObjectiveEpochHook",
     "train_objective",
+    "StagewiseCosine",
     "resolve_device",
     "device_available",
 ]
@@ -317,6 +318,33 @@ class ObjectiveEpochHook(Callback):
         net.objective.on_epoch_begin(net, len(net.history) - 1)
 
 
+class StagewiseCosine:
+    """Learning-rate factor of a cosine schedule restarted at stage boundaries.
+
+    Epoch ``e`` of the stage ``[start, end)`` that holds it gets
+    ``(1 + cos(pi * (e - start) / (end - start))) / 2``: every stage starts at the base
+    learning rate and anneals towards 0 by its own end (a plain class, not a closure, so a
+    fitted net pickles).
+
+    Parameters
+    ----------
+    boundaries : sequence of int
+        Epochs where a stage starts (0 is implied).
+    max_epochs : int
+        Total epochs (the end of the last stage).
+    """
+
+    def __init__(self, boundaries, max_epochs):
+        edges = sorted({0, max_epochs, *(int(b) for b in boundaries if 0 < b < max_epochs)})
+        self.edges = tuple(edges)
+
+    def __call__(self, epoch):
+        for start, end in zip(self.edges[:-1], self.edges[1:]):
+            if epoch < end:
+                return 0.5 * (1.0 + math.cos(math.pi * (epoch - start) / (end - start)))
+        return 0.0
+
+
 def train_objective(
     module,
     objective,
@@ -329,6 +357,7 @@ def train_objective(
     optimizer=torch.optim.Adam,
     weight_decay=0.0,
     extra_callbacks=(),
+    lr_restarts=(),
 ):
     """Train ``module`` with ``objective`` through a :class:`MultiDomainNet`.
 
@@ -345,13 +374,16 @@ def train_objective(
         The fitted net (``net.module_`` is the trained module, ``net.history`` the
         per-epoch losses).
     """
+    if lr_restarts:
+        schedule = LRScheduler(
+            policy="LambdaLR", lr_lambda=StagewiseCosine(lr_restarts, max_epochs)
+        )
+    else:
+        schedule = LRScheduler(policy="CosineAnnealingLR", T_max=max(1, max_epochs))
     callbacks = [
         ("objective", ObjectiveEpochHook()),
         ("losses", EpochLosses()),
-        (
-            "lr_schedule",
-            LRScheduler(policy="CosineAnnealingLR", T_max=max(1, max_epochs)),
-        ),
+        ("lr_schedule", schedule),
         *extra_callbacks,
     ]
     if verbose:

@@ -203,6 +203,10 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """The submodules of ``module`` whose batch norm ``domain_norm`` makes per-domain."""
         raise NotImplementedError
 
+    def _lr_restarts(self):
+        """Epochs where the cosine learning-rate schedule restarts (none: one cosine)."""
+        return ()
+
     def _train(self, module, objective, n_samples):
         """Train ``module`` on ``objective`` with the estimator's schedule, then drop the
         objective's per-row state; returns the net.
@@ -222,6 +226,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             device=self.device_,
             verbose=self.verbose,
             weight_decay=self.weight_decay,
+            lr_restarts=self._lr_restarts(),
         )
         objective.release()
         return net

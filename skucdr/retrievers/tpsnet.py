@@ -418,6 +418,7 @@ class TextPhaseRetriever(BaseRetriever):
         "prompt_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "prompt_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "prototype_refresh": [StrOptions({"bank", "full_pass"})],
+        "lr_schedule": [StrOptions({"global", "per_stage"})],
     }
 
     def __init__(
@@ -444,6 +445,7 @@ class TextPhaseRetriever(BaseRetriever):
         prototype_tau=0.07,
         prototype_momentum=0.9,
         prototype_refresh="full_pass",
+        lr_schedule="global",
         logit_scale=20.0,
         text_anchors="domain",
         image_residual=True,
@@ -482,6 +484,7 @@ class TextPhaseRetriever(BaseRetriever):
         self.prototype_tau = prototype_tau
         self.prototype_momentum = prototype_momentum
         self.prototype_refresh = prototype_refresh
+        self.lr_schedule = lr_schedule
         self.logit_scale = logit_scale
         self.text_anchors = text_anchors
         self.image_residual = image_residual
@@ -530,6 +533,11 @@ class TextPhaseRetriever(BaseRetriever):
         stage1 = min(round(self.prompt_fraction * self.max_epochs), self.max_epochs - 1)
         prompt = min(self.prompt_epochs, stage1) if self.text_prior else 0
         return stage1 - prompt, stage1
+
+    def _lr_restarts(self):
+        if self.lr_schedule == "global":
+            return ()
+        return self._schedule()
 
     def _fit_network(self, data, codes, generator):
         if isinstance(self.encoder, str) and self.encoder == "mlp":
