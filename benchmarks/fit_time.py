@@ -80,10 +80,7 @@ def _in_context(make, context):
 
 def _former_tpsnet():
     """TPSNet's former defaults, as ``benchmarks/quality.py`` pins them."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:  # quality.py sits next to this script
-        sys.path.insert(0, here)
-    from quality import FORMER_TPSNET
+    from quality import FORMER_TPSNET  # next to this script: on sys.path when it runs
 
     return FORMER_TPSNET
 

@@ -68,10 +68,7 @@ SHARED_METHODS = ("uem", "uem_bs64", "uem_bs16", "uem_no_randconv", "uem_eta_hal
 
 def _methods():
     """Method name -> ``make(seed)`` building an unfitted retriever (None: raw pixels)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:  # quality.py sits next to this script
-        sys.path.insert(0, here)
-    from quality import METHODS
+    from quality import METHODS  # next to this script: on sys.path when it runs
 
     return {"raw": None, **{name: METHODS[name][0] for name in SHARED_METHODS}}
 

@@ -251,7 +251,8 @@ METHODS = {
                                       prototype_refresh="bank"), SETTINGS),
     # the default with one cosine learning-rate schedule per stage (warm-up, prompts,
     # stage 2; each starts at lr), as CLIP-ReID schedules its two stages apart
-    "tpsnet_stage_lr": (_tpsnet(defaults=True, lr_schedule="per_stage"), SETTINGS),
+    "tpsnet_stage_lr": (_tpsnet(defaults=True, lr_schedule="per_stage",
+                                augment=ImageAugment()), SETTINGS),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
                                       **FORMER_TPSNET_BATCH), SETTINGS),

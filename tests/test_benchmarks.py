@@ -6,6 +6,7 @@ so that an API change that breaks them fails here rather than hours into a run.
 
 import importlib.util
 import json
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,9 +17,13 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name):
+    """The benchmark script ``name`` as a module, with its folder on ``sys.path`` as when
+    it runs (the scripts import ``quality`` from next to them)."""
     path = BENCHMARKS / f"{name}.py"
     if not path.exists():
         pytest.skip(f"{path} is not in this checkout")
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -304,6 +309,8 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             assert model.augment == "auto", name
         elif name in former_uem:
             assert model.augment == ImageAugment(), name
+        elif name == "tpsnet_stage_lr":  # what TPSNet's "auto" built when it was measured
+            assert model.augment == ImageAugment(), name
         elif name == "uem_amix_p1":  # every image's amplitude mixed, no RandConv
             assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
         elif name in ("tpsnet_randconv", "tpsnet_long_randconv", "tpsnet_long_randconv_bank",
@@ -314,7 +321,7 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         # and the batch size they were measured with
         at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_amix_p1", "uem_mutual",
                  "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv", "tpsnet_long_randconv",
-                 "tpsnet_long_randconv_bank", "tpsnet_90_randconv_bank")
+                 "tpsnet_long_randconv_bank", "tpsnet_90_randconv_bank", "tpsnet_stage_lr")
         at_32 += candidates + former_tpsnet[:1] + former_tpsnet[2:] + variants
         expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
         assert model.batch_size == expected, name
@@ -347,9 +354,22 @@ def test_committed_uem_rows_keep_the_merge_rule_they_were_measured_with():
             assert model.merge_rule == "eq9", name
 
 
+# max_epochs, (warm-up end, stage-1 end), prototype_refresh and lr_schedule every
+# TPSNet row of quality.py was measured with; the rows not named here keep the former
+# default (FORMER_TPSNET: 40 warm-up, 10 prompt and 20 stage-2 epochs).
+_FORMER_TPSNET_SCHEDULE = (70, (40, 50), "full_pass", "global")
+_TPSNET_SCHEDULES = {
+    "tpsnet": (66, (30, 40), "full_pass", "global"),
+    "tpsnet_stage_lr": (66, (30, 40), "full_pass", "per_stage"),
+    "tpsnet_warmup50": (70, (50, 60), "full_pass", "global"),
+    "tpsnet_long_randconv": (100, (60, 70), "full_pass", "global"),
+    "tpsnet_long_randconv_bank": (100, (60, 70), "bank", "global"),
+    "tpsnet_90_randconv_bank": (90, (55, 65), "bank", "global"),
+    "tpsnet_stage2_30_bank": (70, (30, 40), "bank", "global"),
+}
+
+
 def test_committed_tpsnet_rows_keep_the_schedule_they_were_measured_with():
-    """Every TPSNet row but the default's keeps the former 70-epoch schedule and full-pass
-    prototype refresh, unless its name says otherwise."""
     from sklearn.pipeline import Pipeline
 
     from skucdr import TextPhaseRetriever
@@ -360,26 +380,20 @@ def test_committed_tpsnet_rows_keep_the_schedule_they_were_measured_with():
         model = None if make is None else make(0)
         if isinstance(model, Pipeline):
             model = model[-1]
-        if not isinstance(model, TextPhaseRetriever) or name == "tpsnet":
+        if not isinstance(model, TextPhaseRetriever):
             continue
         seen += 1
-        epochs = {"tpsnet_long_randconv": 100, "tpsnet_long_randconv_bank": 100,
-                  "tpsnet_90_randconv_bank": 90}.get(name, 70)
-        assert model.max_epochs == epochs, name
-        assert model.prototype_refresh == ("bank" if name.endswith("_bank") else "full_pass")
-        schedule = {100: (60, 70), 90: (55, 65)}.get(epochs)
-        if name == "tpsnet_stage2_30_bank":  # 30 warm-up, 10 prompt, 30 stage-2 epochs
-            schedule = (30, 40)
-        if schedule is None and name != "tpsnet_warmup50":
-            schedule = (40, 50)  # 40 warm-up, 10 prompt, 20 stage-2 epochs
-        if schedule is not None and not model.text_prior:  # no prompt epochs
+        epochs, schedule, refresh, lr_schedule = _TPSNET_SCHEDULES.get(
+            name, _FORMER_TPSNET_SCHEDULE
+        )
+        if not model.text_prior:  # no prompt epochs: the warm-up gets them
             schedule = (schedule[1], schedule[1])
-        if schedule is not None:
-            assert model._schedule() == schedule, name
+        measured = (model.max_epochs, model._schedule(), model.prototype_refresh,
+                    model.lr_schedule)
+        assert measured == (epochs, schedule, refresh, lr_schedule), name
     assert seen >= 10
     default = quality.METHODS["tpsnet"][0](0)
     assert default.get_params() == TextPhaseRetriever(random_state=0, device="cpu").get_params()
-    assert default._schedule() == (30, 40)  # 30 warm-up, 10 prompt, 26 stage-2 epochs
 
 
 @pytest.mark.parametrize("script", ["three_domains", "outline_domain"])

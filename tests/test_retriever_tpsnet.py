@@ -344,3 +344,39 @@ def test_stage2_prototypes_refresh_from_a_bank_or_a_full_pass(two_domains, monke
         moved = np.linalg.norm(clustered[1] - clustered[0], axis=1) > 1e-6
         assert moved.mean() > 0.5
         assert not np.array_equal(clustered[2], clustered[1])
+
+
+@pytest.mark.parametrize("lr_schedule", ["global", "per_stage"])
+def test_lr_schedule_restarts_the_cosine_at_the_prompt_epochs_and_stage2(two_domains,
+                                                                         lr_schedule):
+    """"per_stage" gives the warm-up, the prompt epochs and stage 2 one cosine each,
+    every one starting at ``lr``; "global" anneals one cosine over all epochs."""
+    from skorch.callbacks import Callback
+
+    import skucdr.retrievers._base as base
+
+    lrs = []
+
+    class _RecordLR(Callback):
+        def on_epoch_begin(self, net, **kwargs):
+            lrs.append(net.optimizer_.param_groups[0]["lr"])
+
+    original = base.train_objective
+
+    def train_objective(*args, **kwargs):
+        return original(*args, extra_callbacks=[("record_lr", _RecordLR())], **kwargs)
+
+    X, _, d = two_domains
+    kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prompt_epochs": 2,
+          "lr": 0.01, "lr_schedule": lr_schedule}
+    model = TextPhaseRetriever(**kw)
+    assert model._schedule() == (2, 4)  # 2 warm-up, 2 prompt and 4 stage-2 epochs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(base, "train_objective", train_objective)
+        model.fit(X, sample_domain=d)
+    if lr_schedule == "global":
+        expected = [0.5 * (1 + np.cos(np.pi * e / 8)) for e in range(8)]
+    else:
+        expected = [1, 0.5, 1, 0.5, 1, 0.5 * (1 + np.cos(np.pi / 4)), 0.5,
+                    0.5 * (1 + np.cos(3 * np.pi / 4))]
+    np.testing.assert_allclose(lrs, 0.01 * np.array(expected), atol=1e-6)
