@@ -201,11 +201,12 @@ class TextPhaseRetriever(BaseRetriever):
         stage-2 epoch costs about 1.6 warm-up epochs (it also runs the phase branch and
         the attention blocks), so this costs about what the former 40 + 10 + 20 did
         (``max_epochs=70, prompt_fraction=0.72``) and spends more of it in stage 2:
-        closed set (``benchmarks/quality.py``, mean of 2 seeds, cross-domain mAP@All;
-        the former schedule in brackets) 0.764 / 0.728 (0.759 / 0.718) on
-        MNIST<->MNIST-M, 0.915 / 0.915 (0.868 / 0.867) on MNIST<->optdigits and
-        0.645 / 0.643 (0.651 / 0.622) on the held-out optdigits<->MNIST-M
-        (docs/methods.md). Given more time, UEM's image-training schedule and
+        closed set (``benchmarks/quality.py``, mean of 3 seeds, cross-domain mAP@All;
+        the former schedule in brackets) 0.760 / 0.726 (0.757 / 0.717) on
+        MNIST<->MNIST-M, 0.909 / 0.909 (0.873 / 0.872) on MNIST<->optdigits and
+        0.651 / 0.657 (0.662 / 0.632) on the held-out optdigits<->MNIST-M. It is a
+        trade: on the held-out pair's partial and open sets it loses 0.014-0.036, and
+        in one fit on three domains 0.009-0.030 (docs/methods.md). Given more time, UEM's image-training schedule and
         augmentation (``max_epochs=100, prompt_fraction=0.7,
         augment=ImageAugment(random_conv_p=0.5)``: 60 warm-up, 10 prompt and 30 stage-2
         epochs) gave 0.838 / 0.808 on MNIST<->MNIST-M and 0.894 / 0.895 on
