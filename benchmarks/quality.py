@@ -253,6 +253,11 @@ METHODS = {
     # stage 2; each starts at lr), as CLIP-ReID schedules its two stages apart
     "tpsnet_stage_lr": (_tpsnet(defaults=True, lr_schedule="per_stage",
                                 augment=ImageAugment()), SETTINGS),
+    # the default with UEM's augmentation (RandConv on half the images) in the warm-up
+    # only (UEM's stage 1): stage 2 keeps TPSNet's
+    "tpsnet_warmup_randconv": (_tpsnet(defaults=True, augment=ImageAugment(),
+                                       warmup_augment=ImageAugment(random_conv_p=0.5)),
+                               SETTINGS),
     "tpsnet_eta_half": (_tpsnet(**FORMER_AUGMENT, **FORMER_TPSNET_BATCH), SETTINGS),
     "tpsnet_no_domain_norm": (_tpsnet(domain_norm=False, **FORMER_AUGMENT,
                                       **FORMER_TPSNET_BATCH), SETTINGS),

@@ -309,7 +309,7 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
             assert model.augment == "auto", name
         elif name in former_uem:
             assert model.augment == ImageAugment(), name
-        elif name == "tpsnet_stage_lr":  # what TPSNet's "auto" built when it was measured
+        elif name in ("tpsnet_stage_lr", "tpsnet_warmup_randconv"):  # TPSNet's "auto"
             assert model.augment == ImageAugment(), name
         elif name == "uem_amix_p1":  # every image's amplitude mixed, no RandConv
             assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
@@ -321,7 +321,8 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
         # and the batch size they were measured with
         at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_amix_p1", "uem_mutual",
                  "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv", "tpsnet_long_randconv",
-                 "tpsnet_long_randconv_bank", "tpsnet_90_randconv_bank", "tpsnet_stage_lr")
+                 "tpsnet_long_randconv_bank", "tpsnet_90_randconv_bank", "tpsnet_stage_lr",
+                 "tpsnet_warmup_randconv")
         at_32 += candidates + former_tpsnet[:1] + former_tpsnet[2:] + variants
         expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
         assert model.batch_size == expected, name
@@ -361,6 +362,7 @@ _FORMER_TPSNET_SCHEDULE = (70, (40, 50), "full_pass", "global")
 _TPSNET_SCHEDULES = {
     "tpsnet": (66, (30, 40), "full_pass", "global"),
     "tpsnet_stage_lr": (66, (30, 40), "full_pass", "per_stage"),
+    "tpsnet_warmup_randconv": (66, (30, 40), "full_pass", "global"),
     "tpsnet_warmup50": (70, (50, 60), "full_pass", "global"),
     "tpsnet_long_randconv": (100, (60, 70), "full_pass", "global"),
     "tpsnet_long_randconv_bank": (100, (60, 70), "bank", "global"),

@@ -291,6 +291,7 @@ class TPSNetObjective(RowObjective):
         batch_size,
         generator,
         augment,
+        warmup_augment=None,
         warmup_epochs,
         stage1_epochs,
         n_prototypes,
@@ -311,6 +312,8 @@ class TPSNetObjective(RowObjective):
     ):
         self._init_rows(X, codes, batch_size, generator)
         self.augment = augment
+        # the warm-up's views (UEM's stage 1); None: the same augmentation as stage 2
+        self.warmup_augment = augment if warmup_augment is None else warmup_augment
         self.warmup_epochs = warmup_epochs
         self.stage1_epochs = stage1_epochs
         self.n_prototypes = n_prototypes
@@ -346,8 +349,8 @@ class TPSNetObjective(RowObjective):
         self.idse = None
         if warmup == "idse":  # UEM's stage 1 on the stage-1 image features
             self.idse = UEMObjective(
-                X, codes, batch_size=batch_size, generator=generator, augment=augment,
-                tau=prototype_tau, bank_momentum=self.BANK_MOMENTUM,
+                X, codes, batch_size=batch_size, generator=generator,
+                augment=self.warmup_augment, tau=prototype_tau, bank_momentum=self.BANK_MOMENTUM,
                 instance_negatives="views", view_tau=self.TWO_VIEW_TAU,
                 stage1_epochs=warmup_epochs, n_prototypes=n_prototypes,
                 max_prototypes=max_prototypes, merge_prototypes=True, semantic_enhanced=True,
@@ -514,10 +517,10 @@ class TPSNetObjective(RowObjective):
         sizes = [len(b) for b in batch]
         module = net.module_
         with domain_codes(module, self.codes_t[rows].to(net.device)):
-            parts = torch.split(module.image_features(self.augment(x, self.generator)), sizes)
+            view = self.warmup_augment
+            parts = torch.split(module.image_features(view(x, self.generator)), sizes)
             if self.warmup == "two_view":
-                others = torch.split(module.image_features(self.augment(x, self.generator)),
-                                     sizes)
+                others = torch.split(module.image_features(view(x, self.generator)), sizes)
         ince = []
         if self.warmup == "two_view":
             for v_d, w_d in zip(parts, others):

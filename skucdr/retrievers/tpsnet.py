@@ -11,6 +11,7 @@ from .._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from ..nn.augment import build_augment
 from ..nn.text import BuiltinTextTower
 from ..nn.tpsnet_objective import TPSNetModule, TPSNetObjective
+from .uem import AUTO_IMAGE_AUGMENT
 from ._base import BaseRetriever
 
 __all__ = ["TextPhaseRetriever"]
@@ -429,6 +430,7 @@ class TextPhaseRetriever(BaseRetriever):
         "prompt_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "prototype_refresh": [StrOptions({"bank", "full_pass"})],
         "lr_schedule": [StrOptions({"global", "per_stage"})],
+        "warmup_augment": [StrOptions({"same", "uem"}), callable, None],
     }
 
     def __init__(
@@ -456,6 +458,7 @@ class TextPhaseRetriever(BaseRetriever):
         prototype_momentum=0.9,
         prototype_refresh="full_pass",
         lr_schedule="global",
+        warmup_augment="same",
         logit_scale=20.0,
         text_anchors="domain",
         image_residual=True,
@@ -495,6 +498,7 @@ class TextPhaseRetriever(BaseRetriever):
         self.prototype_momentum = prototype_momentum
         self.prototype_refresh = prototype_refresh
         self.lr_schedule = lr_schedule
+        self.warmup_augment = warmup_augment
         self.logit_scale = logit_scale
         self.text_anchors = text_anchors
         self.image_residual = image_residual
@@ -544,6 +548,14 @@ class TextPhaseRetriever(BaseRetriever):
         prompt = min(self.prompt_epochs, stage1) if self.text_prior else 0
         return stage1 - prompt, stage1
 
+    def _warmup_augment(self, image_shape):
+        """The warm-up's augmentation: None (the same as stage 2's), or its own."""
+        if isinstance(self.warmup_augment, str):
+            if self.warmup_augment == "same":
+                return None
+            return build_augment(image_shape, "auto", **AUTO_IMAGE_AUGMENT)  # "uem"
+        return build_augment(image_shape, self.warmup_augment)
+
     def _lr_restarts(self):
         if self.lr_schedule == "global":
             return ()
@@ -583,6 +595,7 @@ class TextPhaseRetriever(BaseRetriever):
             batch_size=self.batch_size,
             generator=generator,
             augment=build_augment(data.image_shape, self.augment),
+            warmup_augment=self._warmup_augment(data.image_shape),
             warmup_epochs=warmup_epochs,
             stage1_epochs=stage1_epochs,
             n_prototypes=self.n_prototypes,
