@@ -406,3 +406,26 @@ def test_committed_rows_keep_the_batch_size_they_were_measured_with(script):
             at_32 = ("uem", "tpsnet", "tpsnet_former", "uem_no_randconv")
             expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
             assert make(0).batch_size == expected, name
+
+
+def test_pseudo_labels_stops_at_dpg_and_scores_against_the_truth():
+    from skucdr import TextPhaseRetriever, pack_domains
+
+    script = _load("pseudo_labels")
+    X, y, domains = pack_domains(_digit_like_domains(n_per_class=6, n_classes=4))
+    model = TextPhaseRetriever(n_components=8, max_epochs=6, prompt_fraction=0.5,
+                               prompt_epochs=1, batch_size=8, n_prototypes=4, n_heads=2,
+                               device="cpu", random_state=0)
+    labels, codes, names = script.pseudo_labels(model, X, domains)
+    assert names == ["mnist", "optdigits"] and labels.shape == codes.shape == y.shape
+    assert not hasattr(model, "net_")  # stopped before stage 2 (no fitted net)
+    row = script.score(labels, codes, y, names)
+    assert set(row) == {"ari_mnist", "ari_optdigits", "cross_consistency", "n_classes"}
+    assert all(-1 <= row[k] <= 1 for k in ("ari_mnist", "ari_optdigits"))
+    # the score itself: perfect aligned labels, then one domain's ids shuffled
+    perfect = script.score(y, codes, y, names)
+    assert perfect == {"ari_mnist": 1.0, "ari_optdigits": 1.0, "cross_consistency": 1.0,
+                       "n_classes": 4}
+    shuffled = np.where(codes == 1, (y + 1) % 4, y)
+    off = script.score(shuffled, codes, y, names)
+    assert off["ari_optdigits"] == 1.0 and off["cross_consistency"] == 0.0

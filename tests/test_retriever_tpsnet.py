@@ -380,3 +380,32 @@ def test_lr_schedule_restarts_the_cosine_at_the_prompt_epochs_and_stage2(two_dom
         expected = [1, 0.5, 1, 0.5, 1, 0.5 * (1 + np.cos(np.pi / 4)), 0.5,
                     0.5 * (1 + np.cos(3 * np.pi / 4))]
     np.testing.assert_allclose(lrs, 0.01 * np.array(expected), atol=1e-6)
+
+
+def test_warmup_augment_gives_the_warmup_its_own_views(two_domains):
+    """The warm-up's views come from ``warmup_augment``, stage 2's from ``augment``;
+    "same" (the default) uses ``augment`` for both; "uem" is UEM's default augmentation."""
+    from skucdr.nn.augment import ImageAugment
+    from skucdr.retrievers.uem import AUTO_IMAGE_AUGMENT
+
+    calls = []
+
+    def spy(name):
+        def augment(x, generator):
+            calls.append(name)
+            return x
+        return augment
+
+    X, _, d = two_domains
+    kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prompt_epochs": 2}
+    TextPhaseRetriever(**kw, augment=spy("stage2"), warmup_augment=spy("warmup")).fit(
+        X, sample_domain=d)
+    n_warmup = calls.count("warmup")
+    assert n_warmup > 0 and calls.count("stage2") > 0
+    assert calls[:n_warmup] == ["warmup"] * n_warmup  # every warm-up view comes first
+    calls.clear()
+    TextPhaseRetriever(**kw, augment=spy("stage2")).fit(X, sample_domain=d)
+    assert set(calls) == {"stage2"}
+    assert TextPhaseRetriever(warmup_augment="uem")._warmup_augment((3, 8, 8)) == \
+        ImageAugment(**AUTO_IMAGE_AUGMENT)
+    assert TextPhaseRetriever()._warmup_augment((3, 8, 8)) is None

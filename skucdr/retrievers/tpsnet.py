@@ -345,6 +345,18 @@ class TextPhaseRetriever(BaseRetriever):
         complete exchange), which rejects pixels
         outside ``[0, 1]`` with a ``ValueError`` (``None`` or a callable accept any
         range). The phase image is computed from the augmented view.
+    warmup_augment : "same", "uem", callable or None, default="same"
+        Augmentation of the warm-up's views (UEM's stage 1 on the image features):
+        ``"same"`` is ``augment``; ``"uem"`` is UniversalCDRRetriever's default,
+        ``ImageAugment(random_conv_p=0.5)`` (random convolutions on half the images);
+        a callable or None (no augmentation) as for ``augment``. Stage 2 keeps
+        ``augment``. With the default schedule ``"uem"`` lost on both tuning pairs
+        (``tpsnet_warmup_randconv``, closed set, seed 0): 0.742 / 0.722 against
+        0.792 / 0.754 on MNIST<->MNIST-M and 0.865 / 0.874 against 0.932 / 0.928 on
+        MNIST<->optdigits. After 30 warm-up epochs with random convolutions MNIST's
+        pseudo-labels are worse (adjusted Rand index 0.76 against 0.88,
+        ``benchmarks/pseudo_labels.py``) and MNIST-M's hardly better (0.44 against
+        0.43); they pay off with a longer warm-up (docs/methods.md).
     image_shape : tuple (C, H, W), default=None
         Shape of one image when ``X`` holds flattened images.
     index : str, default="Flat"
