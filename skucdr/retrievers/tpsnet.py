@@ -11,8 +11,8 @@ from .._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from ..nn.augment import build_augment
 from ..nn.text import BuiltinTextTower
 from ..nn.tpsnet_objective import TPSNetModule, TPSNetObjective
-from .uem import AUTO_IMAGE_AUGMENT
 from ._base import BaseRetriever
+from .uem import AUTO_IMAGE_AUGMENT
 
 __all__ = ["TextPhaseRetriever"]
 
@@ -207,8 +207,8 @@ class TextPhaseRetriever(BaseRetriever):
         MNIST<->MNIST-M, 0.909 / 0.909 (0.873 / 0.872) on MNIST<->optdigits and
         0.651 / 0.657 (0.662 / 0.632) on the held-out optdigits<->MNIST-M. It is a
         trade: on the held-out pair's partial and open sets it loses 0.014-0.036, and
-        in one fit on three domains 0.009-0.030 (docs/methods.md). Given more time, UEM's image-training schedule and
-        augmentation (``max_epochs=100, prompt_fraction=0.7,
+        in one fit on three domains 0.009-0.030 (docs/methods.md). Given more time,
+        UEM's image-training schedule and augmentation (``max_epochs=100, prompt_fraction=0.7,
         augment=ImageAugment(random_conv_p=0.5)``: 60 warm-up, 10 prompt and 30 stage-2
         epochs) gave 0.838 / 0.808 on MNIST<->MNIST-M and 0.894 / 0.895 on
         MNIST<->optdigits, at 1.42-1.55x UniversalCDRRetriever's fit time
