@@ -30,6 +30,18 @@ def _load(name):
     return module
 
 
+def _quality_retrievers(quality):
+    """``(name, retriever)`` of every learned row of ``quality.METHODS`` (a pipeline's
+    last step)."""
+    from sklearn.pipeline import Pipeline
+
+    for name, (make, _) in quality.METHODS.items():
+        if make is None:
+            continue
+        model = make(0)
+        yield name, model[-1] if isinstance(model, Pipeline) else model
+
+
 def _digit_like_domains(seed=0, n_per_class=12, n_classes=10):
     """Two domains of (n, 1, 8, 8) class-coded images, the second a shifted, noisier copy."""
     rng = np.random.RandomState(seed)
@@ -282,19 +294,12 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
     """Only the defaults' rows follow the retrievers' ``augment="auto"``; every other
     learned row of ``quality.py`` pins the augmentation it was measured with, so its
     committed figures reproduce."""
-    from sklearn.pipeline import Pipeline
-
     from skucdr.nn.augment import ImageAugment
     from skucdr.retrievers.uem import AUTO_IMAGE_AUGMENT
 
     quality = _load("quality")
     with_randconv = ImageAugment(random_conv_p=0.5)
-    for name, (make, _) in quality.METHODS.items():
-        if make is None:
-            continue
-        model = make(0)
-        if isinstance(model, Pipeline):
-            model = model[-1]
+    for name, model in _quality_retrievers(quality):
         variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
         # the current default with another temperature (not committed yet)
         candidates = ("uem_tau0.1", "uem_tau0.15", "uem_tau0.05")
@@ -336,15 +341,10 @@ def test_committed_rows_keep_the_augmentation_they_were_measured_with():
 
 def test_committed_uem_rows_keep_the_merge_rule_they_were_measured_with():
     """Every UEM row but the default's and the candidate's pins Eq. 9 alone."""
-    from sklearn.pipeline import Pipeline
-
     from skucdr import UniversalCDRRetriever
 
     quality = _load("quality")
-    for name, (make, _) in quality.METHODS.items():
-        model = None if make is None else make(0)
-        if isinstance(model, Pipeline):
-            model = model[-1]
+    for name, model in _quality_retrievers(quality):
         if not isinstance(model, UniversalCDRRetriever):
             continue
         if name == "uem":
@@ -372,16 +372,11 @@ _TPSNET_SCHEDULES = {
 
 
 def test_committed_tpsnet_rows_keep_the_schedule_they_were_measured_with():
-    from sklearn.pipeline import Pipeline
-
     from skucdr import TextPhaseRetriever
 
     quality = _load("quality")
     seen = 0
-    for name, (make, _) in quality.METHODS.items():
-        model = None if make is None else make(0)
-        if isinstance(model, Pipeline):
-            model = model[-1]
+    for name, model in _quality_retrievers(quality):
         if not isinstance(model, TextPhaseRetriever):
             continue
         seen += 1

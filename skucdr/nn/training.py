@@ -361,7 +361,9 @@ def train_objective(
 ):
     """Train ``module`` with ``objective`` through a :class:`MultiDomainNet`.
 
-    A cosine learning-rate schedule runs over ``max_epochs``; with ``verbose > 0`` a
+    A cosine learning-rate schedule runs over ``max_epochs`` (torch's
+    ``CosineAnnealingLR``), or restarts at every epoch of ``lr_restarts``
+    (:class:`StagewiseCosine`); with ``verbose > 0`` a
     progress bar and the per-epoch loss table are printed. An optimizer that takes a
     ``foreach`` flag (Adam, AdamW, SGD ...) gets ``foreach=True``: torch's multi-tensor
     update, which it picks by itself on CUDA but not on the CPU, where the per-tensor
