@@ -125,7 +125,7 @@ def run(checks, device):
     if "clip" in checks:
         import open_clip
 
-        from skucdr.nn.text import OpenCLIPTextTower
+        from skucdr.tpsnet.text import OpenCLIPTextTower
 
         torch.manual_seed(0)
         clip = open_clip.CLIP(

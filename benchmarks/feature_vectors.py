@@ -19,15 +19,10 @@ of the digit domains, computed offline here:
 Rows, each on the closed-set pairs MNIST<->optdigits and MNIST<->MNIST-M (and the
 held-out optdigits<->MNIST-M when named with ``--pairs``), both directions, cross-domain
 mAP@All: the input features themselves (``raw``), the input standardised per domain
-(``standardized``: per-domain mean and standard deviation of every feature), and the
-retriever with its defaults (``uem``: 32 rows per domain in every step, input
-standardised per domain by ``standardize_features=True``) and without that
-standardisation (``uem_unstandardized``). Rows measured at the former batch size (64
-rows per domain) keep it: ``uem_bs64`` and ``uem_unstandardized_bs64`` (the default
-before 2026-12-02), and, both without the standardisation, without domain-specific
-batch norm (``uem_no_domain_norm``) and with the former feature augmentation
-(``uem_weak_augment``: noise 0.05, dropout 0.1). Results are appended to the JSON after
-every fit (resumable); a markdown table is written next to it.
+(``standardized``: per-domain mean and standard deviation of every feature), the
+retriever with its defaults (``uem``: the input standardised per domain, then the MLP)
+and without domain-specific batch norm (``uem_no_domain_norm``). Results are appended
+to the JSON after every fit (resumable); a markdown table is written next to it.
 
 Usage::
 
@@ -51,10 +46,6 @@ PAIRS = (("mnist", "optdigits"), ("mnist", "mnist_m"))
 # Never used to choose a default: run only when named (--pairs optdigits-mnist_m).
 HOLDOUT_PAIRS = (("optdigits", "mnist_m"),)
 FEATURES = ("hog", "backbone", "mnist_backbone")
-# Rows measured before standardize_features=True and batch_size=32 keep what they were
-# measured with.
-UNSTANDARDIZED = dict(standardize_features=False)
-FORMER_BATCH = dict(batch_size=64)
 
 
 def _uem(**overrides):
@@ -66,23 +57,12 @@ def _uem(**overrides):
     return make
 
 
-def _weak_augment():
-    from skucdr.nn.augment import FeatureAugment
-
-    return FeatureAugment(noise=0.05, dropout=0.1)
-
-
 # name -> factory(seed) of an estimator, or None for the unlearned rows
 METHODS = {
     "raw": None,
     "standardized": None,
     "uem": _uem(),
-    "uem_unstandardized": _uem(**UNSTANDARDIZED),
-    "uem_bs64": _uem(**FORMER_BATCH),
-    "uem_unstandardized_bs64": _uem(**UNSTANDARDIZED, **FORMER_BATCH),
-    "uem_no_domain_norm": _uem(domain_norm=False, **UNSTANDARDIZED, **FORMER_BATCH),
-    "uem_weak_augment": lambda seed: _uem(augment=_weak_augment(), **UNSTANDARDIZED,
-                                          **FORMER_BATCH)(seed),
+    "uem_no_domain_norm": _uem(domain_norm=False),
 }
 
 

@@ -4,18 +4,10 @@ Fits, one after the other in one process (so the machine's state is shared):
 
 * UEM for 15 epochs with and without ``domain_norm`` (the ratio is the cost of
   per-domain batch norm);
-* the default UniversalCDRRetriever and TextPhaseRetriever, each also with its former
-  ``batch_size=64`` (the ratio is the cost of the smaller batches), and UEM without the
-  random convolutions of its default augmentation (their cost);
-* the defaults with Adam's per-tensor loop (torch's CPU default before training asked
-  for ``foreach=True`` on 2026-12-06; the same updates to the bit), and TPSNet with
-  UEM's image-training schedule (``tpsnet_long_randconv``, 60 warm-up, 10 prompt and 30
-  stage-2 epochs, random convolutions: a candidate of ``benchmarks/quality.py``), also
-  with stage 2's prototypes re-clustered from a memory bank (``_bank``).
-
-TPSNet's rows named ``tpsnet_former...`` are its former default (before 2026-12-06:
-40 warm-up, 10 prompt and 20 stage-2 epochs, where the default now runs 30 + 10 + 26;
-``FORMER_TPSNET`` of ``benchmarks/quality.py``), as they were measured.
+* the default UniversalCDRRetriever and TextPhaseRetriever; UEM also without the random
+  convolutions of its default augmentation (their cost), and with Adam's per-tensor
+  update loop instead of the multi-tensor (``foreach``) one the fits ask for (the same
+  updates to the bit).
 
 Each row reports the fit's seconds, the cross-domain mAP@All of the fitted rows embedded
 with their ``sample_domain``, and without it (rows of an unknown domain use the pooled
@@ -34,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,13 +69,6 @@ def _in_context(make, context):
     return lambda: _InContext(make(), context)
 
 
-def _former_tpsnet():
-    """TPSNet's former defaults, as ``benchmarks/quality.py`` pins them."""
-    from quality import FORMER_TPSNET  # next to this script: on sys.path when it runs
-
-    return FORMER_TPSNET
-
-
 def _runs(quick):
     from skucdr import TextPhaseRetriever, UniversalCDRRetriever
     from skucdr.nn.augment import ImageAugment
@@ -99,66 +83,24 @@ def _runs(quick):
                                        device="cpu")),
     ]
     if not quick:
-        former = _former_tpsnet()
         runs += [
             ("uem_default", lambda: UniversalCDRRetriever(random_state=0, device="cpu")),
-            # the former default augmentation, without random convolutions (before
-            # 2026-12-06)
             ("uem_default_no_randconv",
              lambda: UniversalCDRRetriever(augment=ImageAugment(), random_state=0,
                                            device="cpu")),
-            # the former default batch size (64 rows per domain, before 2026-12-02), and a
-            # candidate with 16; both as measured, without random convolutions
-            ("uem_default_bs64",
-             lambda: UniversalCDRRetriever(batch_size=64, augment=ImageAugment(),
-                                           random_state=0, device="cpu")),
-            ("uem_default_bs16",
-             lambda: UniversalCDRRetriever(batch_size=16, augment=ImageAugment(),
-                                           random_state=0, device="cpu")),
-            ("tpsnet_default", lambda: TextPhaseRetriever(random_state=0, device="cpu")),
-            ("tpsnet_former", lambda: TextPhaseRetriever(random_state=0, device="cpu",
-                                                         **former)),
-            # the batch size before that (64 rows per domain, before 2026-12-03)
-            ("tpsnet_former_bs64", lambda: TextPhaseRetriever(batch_size=64, random_state=0,
-                                                              device="cpu", **former)),
             ("uem_default_loop_adam",
              _in_context(lambda: UniversalCDRRetriever(random_state=0, device="cpu"),
                          _per_tensor_adam)),
-            ("tpsnet_former_loop_adam",
-             _in_context(lambda: TextPhaseRetriever(random_state=0, device="cpu", **former),
-                         _per_tensor_adam)),
-            ("tpsnet_long_randconv",
-             lambda: TextPhaseRetriever(max_epochs=100, prompt_fraction=0.7,
-                                        augment=ImageAugment(random_conv_p=0.5),
-                                        random_state=0, device="cpu")),
-            # the candidate with stage 2's merged prototypes refreshed from a memory bank
-            # of I' instead of a full embedding pass every epoch
-            ("tpsnet_long_randconv_bank",
-             lambda: TextPhaseRetriever(max_epochs=100, prompt_fraction=0.7,
-                                        augment=ImageAugment(random_conv_p=0.5),
-                                        prototype_refresh="bank",
-                                        random_state=0, device="cpu")),
+            ("tpsnet_default", lambda: TextPhaseRetriever(random_state=0, device="cpu")),
         ]
     return runs
 
 
 RATIOS = (  # (row, baseline row, what the ratio is)
     ("uem_15_epochs", "uem_15_epochs_no_domain_norm", "domain_norm (15 epochs)"),
-    ("uem_default_no_randconv", "uem_default_bs64", "UEM's batch_size=32 against 64"),
     ("uem_default", "uem_default_no_randconv", "UEM's RandConv against none"),
-    ("tpsnet_former", "tpsnet_former_bs64", "TPSNet's batch_size=32 against 64"),
-    ("uem_default_bs16", "uem_default_no_randconv", "UEM's batch_size=16 against 32"),
     ("uem_default", "uem_default_loop_adam", "UEM's foreach Adam against the per-tensor loop"),
-    ("tpsnet_former", "tpsnet_former_loop_adam",
-     "TPSNet's foreach Adam against the per-tensor loop"),
-    ("tpsnet_long_randconv", "tpsnet_former", "TPSNet 60 + 10 + 30 epochs against 40 + 10 + 20"),
-    ("tpsnet_long_randconv", "uem_default", "TPSNet 60 + 10 + 30 epochs against UEM's default"),
-    ("tpsnet_long_randconv_bank", "tpsnet_long_randconv",
-     "TPSNet's stage-2 prototypes from a memory bank against a full pass"),
-    ("tpsnet_long_randconv_bank", "uem_default",
-     "TPSNet 60 + 10 + 30 epochs, memory-bank prototypes, against UEM's default"),
     ("tpsnet_default", "uem_default", "TPSNet's default against UEM's"),
-    ("tpsnet_default", "tpsnet_former", "TPSNet 30 + 10 + 26 epochs against 40 + 10 + 20"),
 )
 
 

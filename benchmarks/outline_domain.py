@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -59,18 +58,18 @@ def outline_domain(seed=1):
     return X, labels[half].copy()
 
 
-# the retrievers of quality.py's rows of the same names (the defaults, the former
-# defaults, the candidates), so that a name means one configuration in every benchmark
-SHARED_METHODS = ("uem", "uem_bs64", "uem_bs16", "uem_no_randconv", "uem_eta_half",
-                  "uem_no_domain_norm", "tpsnet", "tpsnet_former", "tpsnet_bs64",
-                  "tpsnet_eta_half")
+# the retrievers of quality.py's rows of the same names, so that a name means one
+# configuration in every benchmark
+SHARED_METHODS = ("uem", "uem_no_randconv", "tpsnet")
 
 
 def _methods():
     """Method name -> ``make(seed)`` building an unfitted retriever (None: raw pixels)."""
-    from quality import METHODS  # next to this script: on sys.path when it runs
+    from functools import partial
 
-    return {"raw": None, **{name: METHODS[name][0] for name in SHARED_METHODS}}
+    from quality import _model  # next to this script: on sys.path when it runs
+
+    return {"raw": None, **{name: partial(_model, name) for name in SHARED_METHODS}}
 
 
 def _with_seed_keys(results):

@@ -50,7 +50,7 @@ def pseudo_labels(model, X, sample_domain):
     names : list
         The domain of every code (``model.domains_``, their order of first appearance).
     """
-    from skucdr.nn.tpsnet_objective import TPSNetObjective
+    from skucdr.tpsnet.objective import TPSNetObjective
 
     cluster = TPSNetObjective._cluster
     seen = {}
@@ -111,12 +111,12 @@ def markdown(results):
 
 
 def _methods():
-    from quality import METHODS  # next to this script: on sys.path when it runs
+    from functools import partial
 
-    from skucdr import TextPhaseRetriever
+    from quality import ROWS, _model  # next to this script: on sys.path when it runs
 
-    return {name: make for name, (make, _) in METHODS.items()
-            if make is not None and isinstance(make(0), TextPhaseRetriever)}
+    return {name: partial(_model, name) for name, (method, _, _) in ROWS.items()
+            if method == "tpsnet"}
 
 
 def main(argv=None):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -31,20 +30,21 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 DOMAINS = ("mnist", "mnist_m", "optdigits")
 # quality.py's results, keyed method|pair|setting|seed: the pairwise fits to compare with
-PAIRWISE = (RESULTS / "quality_uem.json", RESULTS / "quality_tpsnet.json")
+PAIRWISE = (RESULTS / "quality.json",)
 
 
-# the retrievers of quality.py's rows of the same names (the defaults, the former
-# defaults, the candidates), so that a name means one configuration in every benchmark
-SHARED_METHODS = ("uem", "uem_bs64", "uem_bs16", "uem_no_randconv", "uem_eta_half",
-                  "tpsnet", "tpsnet_former", "tpsnet_bs64", "tpsnet_eta_half")
+# the retrievers of quality.py's rows of the same names, so that a name means one
+# configuration in every benchmark
+SHARED_METHODS = ("uem", "uem_no_randconv", "tpsnet")
 
 
 def _methods():
     """Method name -> ``make(seed)`` building an unfitted retriever (None: raw pixels)."""
-    from quality import METHODS  # next to this script: on sys.path when it runs
+    from functools import partial
 
-    return {"raw": None, **{name: METHODS[name][0] for name in SHARED_METHODS}}
+    from quality import _model  # next to this script: on sys.path when it runs
+
+    return {"raw": None, **{name: partial(_model, name) for name in SHARED_METHODS}}
 
 
 def directions(domains=DOMAINS):

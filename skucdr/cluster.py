@@ -63,16 +63,6 @@ __all__ = [
 _BACKENDS = ("auto", "faiss", "sklearn")
 
 
-def __getattr__(name):
-    # detect_private_queries lives in skucdr.open_set (which imports this module); it is
-    # re-exported here lazily so that both import paths work without an import cycle.
-    if name == "detect_private_queries":
-        from .open_set import detect_private_queries
-
-        return detect_private_queries
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # --------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------

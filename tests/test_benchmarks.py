@@ -30,18 +30,6 @@ def _load(name):
     return module
 
 
-def _quality_retrievers(quality):
-    """``(name, retriever)`` of every learned row of ``quality.METHODS`` (a pipeline's
-    last step)."""
-    from sklearn.pipeline import Pipeline
-
-    for name, (make, _) in quality.METHODS.items():
-        if make is None:
-            continue
-        model = make(0)
-        yield name, model[-1] if isinstance(model, Pipeline) else model
-
-
 def _digit_like_domains(seed=0, n_per_class=12, n_classes=10):
     """Two domains of (n, 1, 8, 8) class-coded images, the second a shifted, noisier copy."""
     rng = np.random.RandomState(seed)
@@ -74,16 +62,17 @@ def test_quality_run_one_scores_both_directions(setting):
 
 def test_quality_plan_and_markdown(tmp_path):
     quality = _load("quality")
-    plan = list(quality._plan(["uem_no_merge", "raw"], ["closed", "open_set"], [0, 1]))
-    # ablations run on the ablation pair in the open-set setting only; baselines everywhere
+    plan = list(quality._plan(["uem_no_merge", "raw"], quality.SETTINGS, [0, 1]))
+    # ablations run closed-set on the ablation pair; the full rows everywhere
     assert plan[:2] == [
-        ("uem_no_merge", ("mnist", "optdigits"), "open_set", 0),
-        ("uem_no_merge", ("mnist", "optdigits"), "open_set", 1),
+        ("uem_no_merge", ("mnist", "optdigits"), "closed", 0),
+        ("uem_no_merge", ("mnist", "optdigits"), "closed", 1),
     ]
-    assert len(plan) == 2 + len(quality.PAIRS) * 2 * 2
-    # --pairs keeps the named pairs only
-    plan = list(quality._plan(["uem_no_merge", "raw"], ["closed"], [0], ["mnist-mnist_m"]))
-    assert plan == [("raw", ("mnist", "mnist_m"), "closed", 0)]
+    assert len(plan) == 2 + len(quality.PAIRS) * 3 * 2
+    # --pairs and --settings apply to every row
+    plan = list(quality._plan(["uem_no_merge", "raw"], ["open_set"], [0], ["mnist-mnist_m"]))
+    assert plan == [("uem_no_merge", ("mnist", "mnist_m"), "open_set", 0),
+                    ("raw", ("mnist", "mnist_m"), "open_set", 0)]
     # the held-out pair runs only when named
     assert all(pair in quality.PAIRS for _, pair, _, _ in quality._plan(["raw"], ["closed"], [0]))
     plan = list(quality._plan(["raw"], ["closed"], [0], ["optdigits-mnist_m"]))
@@ -97,10 +86,29 @@ def test_quality_plan_and_markdown(tmp_path):
     assert len(lines) == 2 + 2 and lines[2].startswith("| pca | closed | mnist→optdigits | 1 |")
 
 
-def test_quality_device_reaches_every_learned_step(monkeypatch):
-    import sklearn
+def test_quality_rows_change_exactly_the_parameters_they_name():
+    from sklearn.base import clone
+
+    from skucdr import TextPhaseRetriever, UniversalCDRRetriever
+
+    quality = _load("quality")
+    defaults = {"uem": UniversalCDRRetriever(), "tpsnet": TextPhaseRetriever()}
+    for name, (method, params, what) in quality.ROWS.items():
+        assert what, name
+        if method == "baseline":
+            assert name in ("raw", "pca") and not params
+            continue
+        model = quality._model(name, seed=3)
+        assert type(model) is type(defaults[method]) and model.random_state == 3
+        base = clone(defaults[method]).set_params(random_state=3, device="cpu").get_params()
+        changed = {k for k, v in model.get_params().items() if base[k] != v}
+        assert changed == set(params), name
+    assert set(quality.FULL_ROWS) <= set(quality.ROWS)
+    assert set(quality.QUICK_METHODS) <= set(quality.FULL_ROWS)
+
+
+def test_quality_device_reaches_the_estimator(monkeypatch):
     from sklearn.base import BaseEstimator, TransformerMixin
-    from sklearn.pipeline import make_pipeline
 
     quality = _load("quality")
 
@@ -112,27 +120,10 @@ def test_quality_device_reaches_every_learned_step(monkeypatch):
             self.gallery_embedding_ = X.reshape(len(X), -1)
             return self
 
-        def transform(self, X, sample_domain=None):
-            return X.reshape(len(X), -1)
-
-        def fit_transform(self, X, y=None, sample_domain=None):
-            return self.fit(X).transform(X, sample_domain=sample_domain)
-
-    def _requesting(step):
-        with sklearn.config_context(enable_metadata_routing=True):
-            return step.set_fit_request(sample_domain=True).set_transform_request(
-                sample_domain=True)
-
     X = np.zeros((4, 1, 2, 2), dtype=np.float32)
-    domains = np.array(["a", "a", "b", "b"])
-    monkeypatch.setitem(quality.METHODS, "bare", (lambda seed: Recorder(), ("closed",)))
-    _, model, _ = quality._embed("bare", 0, X, domains, device="cuda:1")
+    monkeypatch.setattr(quality, "_model", lambda name, seed: Recorder())
+    _, model, _ = quality._embed("uem", 0, X, np.array(["a", "a", "b", "b"]), device="cuda:1")
     assert model.device == "cuda:1"
-    monkeypatch.setitem(quality.METHODS, "piped",
-                        (lambda seed: make_pipeline(_requesting(Recorder()),
-                                                    _requesting(Recorder())), ("closed",)))
-    _, model, _ = quality._embed("piped", 0, X, domains, device="mps")
-    assert [step.device for _, step in model.steps] == ["mps", "mps"]
 
 
 def test_supervised_ceiling_halves_are_disjoint_and_stratified():
@@ -184,25 +175,19 @@ def test_fit_time_measures_domain_norm_against_its_baseline_in_one_run():
     full = dict(fit_time._runs(quick=False))
     assert {"uem_default", "tpsnet_default"} <= set(full)
     # every ratio compares a row with the same estimator changed in the parameters it
-    # names: per-domain batch norm, the batch size, the augmentation (RandConv against
-    # none), TPSNet's schedule; none for the optimizer's update loop (the context
-    # differs) and the TPSNet candidate against UEM's default (another estimator)
+    # names (none for the optimizer's update loop: the context differs), or TPSNet's
+    # default with UEM's
     changes = {("uem_15_epochs", "uem_15_epochs_no_domain_norm"): {"domain_norm"},
                ("uem_default", "uem_default_no_randconv"): {"augment"},
-               ("uem_default", "uem_default_loop_adam"): set(),
-               ("tpsnet_former", "tpsnet_former_loop_adam"): set(),
-               ("tpsnet_long_randconv", "tpsnet_former"):
-                   {"max_epochs", "prompt_fraction", "augment"},
-               ("tpsnet_default", "tpsnet_former"): {"max_epochs", "prompt_fraction"},
-               ("tpsnet_long_randconv_bank", "tpsnet_long_randconv"): {"prototype_refresh"}}
+               ("uem_default", "uem_default_loop_adam"): set()}
     for name, baseline, _ in fit_time.RATIOS:  # the full list holds the quick rows too
         row, base = full[name](), full[baseline]()
         row, base = getattr(row, "estimator", row), getattr(base, "estimator", base)
         if type(row) is not type(base):
-            assert baseline == "uem_default" and name.startswith("tpsnet"), name
+            assert (name, baseline) == ("tpsnet_default", "uem_default")
             continue
         changed = {k for k, v in row.get_params().items() if base.get_params()[k] != v}
-        assert changed == changes.get((name, baseline), {"batch_size"}), name
+        assert changed == changes[(name, baseline)], name
     # the per-tensor rows fit with Adam's loop, the others with foreach updates
     from skucdr import UniversalCDRRetriever
 
@@ -231,21 +216,8 @@ def test_feature_vectors_rows_and_baselines():
     for d in ("a", "b"):
         np.testing.assert_allclose(Z[domains == d].mean(0), 0, atol=1e-6)
         np.testing.assert_allclose(Z[domains == d].std(0), 1, atol=1e-4)
-    # each learned row differs from the default in the parameters it names; the rows
-    # measured before batch_size=32 and standardize_features=True keep those settings
     default = fv.METHODS["uem"](0).get_params()
-    assert default["standardize_features"] and default["batch_size"] == 32
-    plain, former = dict(standardize_features=False), dict(batch_size=64)
-    assert fv.METHODS["uem_unstandardized"](0).get_params() == {**default, **plain}
-    assert fv.METHODS["uem_bs64"](0).get_params() == {**default, **former}
-    assert fv.METHODS["uem_unstandardized_bs64"](0).get_params() == {**default, **plain,
-                                                                     **former}
-    assert fv.METHODS["uem_no_domain_norm"](0).get_params() == {
-        **default, **plain, **former, "domain_norm": False}
-    weak = fv.METHODS["uem_weak_augment"](0).get_params()
-    assert (weak["augment"].noise, weak["augment"].dropout) == (0.05, 0.1)
-    assert {k: v for k, v in weak.items() if k != "augment"} == {
-        k: v for k, v in default.items() if k != "augment"} | plain | former
+    assert fv.METHODS["uem_no_domain_norm"](0).get_params() == {**default, "domain_norm": False}
     pytest.importorskip("skimage")
     images = np.random.RandomState(0).rand(3, 3, 28, 28).astype(np.float32)
     assert fv.hog_features(images).shape == (3, 324)
@@ -290,117 +262,13 @@ def test_three_domains_scores_every_direction_against_the_pairwise_fits():
     assert "| raw | 0 | 0.125 (0.250) | 0.125 (–) |" in table
 
 
-def test_committed_rows_keep_the_augmentation_they_were_measured_with():
-    """Only the defaults' rows follow the retrievers' ``augment="auto"``; every other
-    learned row of ``quality.py`` pins the augmentation it was measured with, so its
-    committed figures reproduce."""
-    from skucdr.nn.augment import ImageAugment
-    from skucdr.retrievers.uem import AUTO_IMAGE_AUGMENT
-
+@pytest.mark.parametrize("script", ["three_domains", "outline_domain", "pseudo_labels"])
+def test_scripts_build_the_rows_of_quality_py(script):
+    """A row name means one configuration in every benchmark: quality.py's."""
     quality = _load("quality")
-    with_randconv = ImageAugment(random_conv_p=0.5)
-    for name, model in _quality_retrievers(quality):
-        variants = ("uem_bank_negatives", "uem_batch_negatives", "uem_bank_momentum_0.99")
-        # the current default with another temperature (not committed yet)
-        candidates = ("uem_tau0.1", "uem_tau0.15", "uem_tau0.05")
-        # TPSNet's former default, alone or with another batch, schedule, temperature or
-        # prototype refresh
-        former_tpsnet = ("tpsnet_former", "tpsnet_bs64", "tpsnet_warmup50", "tpsnet_ptau0.1",
-                         "tpsnet_stage2_30_bank")
-        # the UEM default of before RandConv with another batch size, merge rule or lr
-        former_uem = ("uem_no_randconv", "uem_bs64", "uem_bs16", "uem_mutual",
-                      "uem_lr2e-3", "uem_lr1.5e-3")
-        if name in ("uem", "tpsnet") + candidates + former_tpsnet + variants:
-            assert model.augment == "auto", name
-        elif name in former_uem:
-            assert model.augment == ImageAugment(), name
-        elif name in ("tpsnet_stage_lr", "tpsnet_warmup_randconv"):  # TPSNet's "auto"
-            assert model.augment == ImageAugment(), name
-        elif name == "uem_amix_p1":  # every image's amplitude mixed, no RandConv
-            assert model.augment == ImageAugment(amplitude_mix_p=1.0), name
-        elif name in ("tpsnet_randconv", "tpsnet_long_randconv", "tpsnet_long_randconv_bank",
-                      "tpsnet_90_randconv_bank"):  # RandConv on half
-            assert model.augment == with_randconv, name
-        else:
-            assert model.augment == ImageAugment(amplitude_mix_eta=0.5), name
-        # and the batch size they were measured with
-        at_32 = ("uem", "tpsnet", "uem_no_randconv", "uem_amix_p1", "uem_mutual",
-                 "uem_lr2e-3", "uem_lr1.5e-3", "tpsnet_randconv", "tpsnet_long_randconv",
-                 "tpsnet_long_randconv_bank", "tpsnet_90_randconv_bank", "tpsnet_stage_lr",
-                 "tpsnet_warmup_randconv")
-        at_32 += candidates + former_tpsnet[:1] + former_tpsnet[2:] + variants
-        expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
-        assert model.batch_size == expected, name
-    # what UEM's augment="auto" builds for images ("uem")
-    assert ImageAugment(**AUTO_IMAGE_AUGMENT) == with_randconv
-    # the TPSNet candidate with UEM's schedule: 60 warm-up, 10 prompt, 30 stage-2 epochs
-    long = quality.METHODS["tpsnet_long_randconv"][0](0)
-    assert long._schedule() == (60, 70) and long.max_epochs == 100
-    assert ImageAugment().amplitude_mix_eta == 1.0 and ImageAugment().random_conv_p == 0.0
-
-
-def test_committed_uem_rows_keep_the_merge_rule_they_were_measured_with():
-    """Every UEM row but the default's and the candidate's pins Eq. 9 alone."""
-    from skucdr import UniversalCDRRetriever
-
-    quality = _load("quality")
-    for name, model in _quality_retrievers(quality):
-        if not isinstance(model, UniversalCDRRetriever):
-            continue
-        if name == "uem":
-            assert model.merge_rule == UniversalCDRRetriever().merge_rule
-        elif name == "uem_mutual":
-            assert model.merge_rule == "mutual"
-        else:
-            assert model.merge_rule == "eq9", name
-
-
-# max_epochs, (warm-up end, stage-1 end), prototype_refresh and lr_schedule every
-# TPSNet row of quality.py was measured with; the rows not named here keep the former
-# default (FORMER_TPSNET: 40 warm-up, 10 prompt and 20 stage-2 epochs).
-_FORMER_TPSNET_SCHEDULE = (70, (40, 50), "full_pass", "global")
-_TPSNET_SCHEDULES = {
-    "tpsnet": (66, (30, 40), "full_pass", "global"),
-    "tpsnet_stage_lr": (66, (30, 40), "full_pass", "per_stage"),
-    "tpsnet_warmup_randconv": (66, (30, 40), "full_pass", "global"),
-    "tpsnet_warmup50": (70, (50, 60), "full_pass", "global"),
-    "tpsnet_long_randconv": (100, (60, 70), "full_pass", "global"),
-    "tpsnet_long_randconv_bank": (100, (60, 70), "bank", "global"),
-    "tpsnet_90_randconv_bank": (90, (55, 65), "bank", "global"),
-    "tpsnet_stage2_30_bank": (70, (30, 40), "bank", "global"),
-}
-
-
-def test_committed_tpsnet_rows_keep_the_schedule_they_were_measured_with():
-    from skucdr import TextPhaseRetriever
-
-    quality = _load("quality")
-    seen = 0
-    for name, model in _quality_retrievers(quality):
-        if not isinstance(model, TextPhaseRetriever):
-            continue
-        seen += 1
-        epochs, schedule, refresh, lr_schedule = _TPSNET_SCHEDULES.get(
-            name, _FORMER_TPSNET_SCHEDULE
-        )
-        if not model.text_prior:  # no prompt epochs: the warm-up gets them
-            schedule = (schedule[1], schedule[1])
-        measured = (model.max_epochs, model._schedule(), model.prototype_refresh,
-                    model.lr_schedule)
-        assert measured == (epochs, schedule, refresh, lr_schedule), name
-    assert seen >= 10
-    default = quality.METHODS["tpsnet"][0](0)
-    assert default.get_params() == TextPhaseRetriever(random_state=0, device="cpu").get_params()
-
-
-@pytest.mark.parametrize("script", ["three_domains", "outline_domain"])
-def test_committed_rows_keep_the_batch_size_they_were_measured_with(script):
-    methods = _load(script)._methods()
-    for name, make in methods.items():
+    for name, make in _load(script)._methods().items():
         if make is not None:
-            at_32 = ("uem", "tpsnet", "tpsnet_former", "uem_no_randconv")
-            expected = 16 if name == "uem_bs16" else 32 if name in at_32 else 64
-            assert make(0).batch_size == expected, name
+            assert make(0).get_params() == quality._model(name, 0).get_params(), name
 
 
 def test_pseudo_labels_stops_at_dpg_and_scores_against_the_truth():
@@ -408,9 +276,8 @@ def test_pseudo_labels_stops_at_dpg_and_scores_against_the_truth():
 
     script = _load("pseudo_labels")
     X, y, domains = pack_domains(_digit_like_domains(n_per_class=6, n_classes=4))
-    model = TextPhaseRetriever(n_components=8, max_epochs=6, prompt_fraction=0.5,
-                               prompt_epochs=1, batch_size=8, n_prototypes=4, n_heads=2,
-                               device="cpu", random_state=0)
+    model = TextPhaseRetriever(n_components=8, max_epochs=6, prompt_epochs=1, batch_size=8,
+                               n_prototypes=4, device="cpu", random_state=0)
     labels, codes, names = script.pseudo_labels(model, X, domains)
     assert names == ["mnist", "optdigits"] and labels.shape == codes.shape == y.shape
     assert not hasattr(model, "net_")  # stopped before stage 2 (no fitted net)

@@ -118,7 +118,7 @@ def test_retrievers_embed_each_domain_with_its_statistics(Retriever, two_domains
     params = dict(n_components=8, max_epochs=2, batch_size=8, n_prototypes=3,
                   random_state=0, device="cpu")
     if Retriever is TextPhaseRetriever:  # warm-up, prompt and stage-2 epochs
-        params.update(max_epochs=3, prompt_epochs=1, n_heads=2)
+        params.update(max_epochs=3, prompt_epochs=1)
     model = Retriever(**params).fit(X, sample_domain=domains)
     assert any(isinstance(m, DomainBatchNorm) for m in model.net_.module_.modules())
     as_a = model.transform(X[:4], sample_domain=["a"] * 4)

@@ -43,6 +43,21 @@ class _Rows(RowObjective):
     def __init__(self, X, codes):
         self._init_rows(X, codes, batch_size=2, generator=torch.Generator().manual_seed(0))
 
+    def on_epoch_begin(self, net, epoch):
+        pass
+
+    def losses(self, net, batch):
+        raise AssertionError("not trained")
+
+
+def test_an_objective_must_implement_its_abstract_hooks():
+    class Incomplete(RowObjective):
+        def on_epoch_begin(self, net, epoch):
+            pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()
+
 
 class _Net:
     def __init__(self, module):
@@ -146,41 +161,3 @@ def test_train_objective_uses_foreach_updates_with_the_same_result():
     assert all(torch.equal(a, b) for a, b in zip(fast, loop))
     torch.manual_seed(0)
     assert not torch.equal(fast[0], nn.Linear(3, 8).weight)  # it trained
-
-
-@pytest.mark.parametrize(
-    "restarts, factors",
-    [
-        ((), [1.0, 0.9045, 0.6545, 0.3455, 0.0955]),  # one cosine over the 5 epochs
-        ((2,), [1.0, 0.5, 1.0, 0.75, 0.25]),  # epochs 0-1, then 2-4
-        ((2, 3), [1.0, 0.5, 1.0, 1.0, 0.5]),  # a one-epoch stage stays at lr
-    ],
-)
-def test_train_objective_restarts_the_cosine_schedule_at_each_stage(restarts, factors):
-    from skorch.callbacks import Callback
-
-    from skucdr.nn.training import train_objective
-
-    class _RecordLR(Callback):
-        def on_epoch_begin(self, net, **kwargs):
-            self.lrs.append(net.optimizer_.param_groups[0]["lr"])
-
-        def initialize(self):
-            self.lrs = []
-            return self
-
-    record = _RecordLR()
-    X = torch.randn(24, 3, generator=torch.Generator().manual_seed(1))
-    train_objective(nn.Linear(3, 1), _Regression(X, np.repeat([0, 1], 12)), n_samples=24,
-                    max_epochs=5, lr=0.1, device="cpu", verbose=0,
-                    extra_callbacks=[("record_lr", record)], lr_restarts=restarts)
-    np.testing.assert_allclose(record.lrs, 0.1 * np.array(factors), atol=1e-4)
-
-
-def test_stagewise_cosine_ignores_boundaries_outside_the_epochs():
-    from skucdr.nn.training import StagewiseCosine
-
-    schedule = StagewiseCosine((0, 3, 3, 9), max_epochs=6)
-    assert schedule.edges == (0, 3, 6)
-    assert [schedule(e) for e in (0, 3)] == [1.0, 1.0]
-    assert schedule(6) == 0.0

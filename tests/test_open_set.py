@@ -126,9 +126,3 @@ def test_errors():
         detect_private_queries(Q, G, max_prototypes=1)
     with pytest.raises(ValueError, match="rule must be one of"):
         detect_private_queries(Q, G, n_prototypes=2, merge_rule="nearest")
-
-
-def test_reexported_from_cluster():
-    from skucdr.cluster import detect_private_queries as from_cluster
-
-    assert from_cluster is detect_private_queries

@@ -9,12 +9,12 @@ import torch
 
 from skucdr import TextPhaseRetriever
 from skucdr.nn.domain_norm import domain_codes
-from skucdr.nn.text import BuiltinTextTower
-from skucdr.nn.tpsnet_objective import align_domain_clusters
+from skucdr.tpsnet.text import BuiltinTextTower
+from skucdr.tpsnet.objective import align_domain_clusters
 
 # 3 epochs: one warm-up, one prompt epoch, one stage-2 epoch.
 TINY = {"n_components": 8, "max_epochs": 3, "prompt_epochs": 1, "batch_size": 16,
-        "n_prototypes": 3, "n_heads": 2, "device": "cpu", "random_state": 0}
+        "n_prototypes": 3, "device": "cpu", "random_state": 0}
 
 
 def _images(rng, y, shift):
@@ -171,9 +171,8 @@ def test_history_has_the_losses_of_every_phase(fitted):
 @pytest.mark.parametrize(
     "ablation",
     [{"text_prior": False}, {"phase_prior": False}, {"fusion": "concat"},
-     {"text_anchors": "shared"}, {"warmup": "bank"}, {"warmup": "two_view"},
      {"n_prototypes": "elbow", "max_prototypes": 4}, {"gamma": 0.0},
-     {"image_residual": False}],
+     {"alpha": 0.0, "beta": 0.0}],
 )
 def test_ablations_fit(two_domains, ablation):
     X, _, d = two_domains
@@ -191,7 +190,6 @@ def test_ablations_fit(two_domains, ablation):
     if not r.phase_prior:
         assert r.net_.module_.phase_cnn is None
     assert ("loss_pnce" in last) == (r.gamma > 0)
-    assert (r.net_.module_.prior_gate is None) == (not r.image_residual)
 
 
 def test_custom_text_tower_is_copied(two_domains):
@@ -209,8 +207,6 @@ def test_clear_errors(two_domains):
     X, _, d = two_domains
     with pytest.raises(ValueError, match="needs images"):
         TextPhaseRetriever(**TINY).fit(np.random.rand(20, 5), sample_domain=[0] * 10 + [1] * 10)
-    with pytest.raises(ValueError, match="n_heads"):
-        TextPhaseRetriever(**{**TINY, "n_heads": 3}).fit(X, sample_domain=d)
     with pytest.raises(ValueError, match="text_tower"):
         TextPhaseRetriever(text_tower="clip").fit(X, sample_domain=d)
     with pytest.raises(ValueError, match="encoder"):
@@ -228,7 +224,7 @@ def test_align_domain_clusters_matches_translated_centres():
 
 
 def test_two_view_nce_matches_its_formula():
-    from skucdr.nn.tpsnet_objective import two_view_nce
+    from skucdr.uem.losses import two_view_nce
 
     v = torch.eye(4)[:3]  # three orthonormal rows, identical views
     tau = 0.5
@@ -240,12 +236,12 @@ def test_two_view_nce_matches_its_formula():
 
 def test_idse_warmup_trains_uem_stage1_on_the_image_features(two_domains):
     X, _, d = two_domains
-    kw = {**TINY, "max_epochs": 8, "prompt_epochs": 1, "warmup": "idse", "prompt_fraction": 0.5}
+    kw = {**TINY, "max_epochs": 8, "prompt_epochs": 1}
     r = TextPhaseRetriever(**kw).fit(X, sample_domain=d)
     warm = [e for e in r.history_ if "loss_ince" in e]
-    assert len(warm) == 3  # 8 epochs: stage 1 = 4, one of them prompts
+    assert len(warm) == 4  # 8 epochs: stage 1 = 5, one of them prompts
     assert any("loss_pnce" in e and "loss_sel" in e for e in warm)  # the alpha ramp
-    assert {"loss_i2t", "loss_t2i"} <= set(r.history_[3])
+    assert {"loss_i2t", "loss_t2i"} <= set(r.history_[4])
     again = TextPhaseRetriever(**kw).fit(X, sample_domain=d)
     np.testing.assert_array_equal(r.transform(X, sample_domain=d),
                                   again.transform(X, sample_domain=d))
@@ -261,14 +257,14 @@ def test_image_residual_starts_from_the_stage1_image_features(n_components):
     """With the gate at 0, I' is the (projected) stage-1 feature v; the projection keeps
     v's cosines when the embedding is at least as wide as v."""
     from skucdr.nn.encoders import SmallCNN
-    from skucdr.nn.tpsnet_objective import TPSNetModule
+    from skucdr.tpsnet.network import TPSNetModule
 
     torch.manual_seed(0)
     tower = BuiltinTextTower(output_dim=8, width=16, layers=1, heads=2)
     module = TPSNetModule(
         SmallCNN(in_channels=3, width=8, image_size=12), n_components=n_components, n_domains=2,
         tower=tower, text_dim=8, max_classes=3, n_ctx=2, phase_prior=True,
-        phase_channels=1, fusion="attention", n_heads=2, image_residual=True,
+        phase_channels=1, fusion="attention", n_heads=2,
     ).eval()
     module.class_text = torch.randn(2, 3, 8)
     x, codes = torch.rand(5, 3, 12, 12), torch.tensor([0, 1, 0, 1, -1])
@@ -282,8 +278,9 @@ def test_image_residual_starts_from_the_stage1_image_features(n_components):
 
 def test_prototype_tau_reaches_the_warmup_and_the_stage2_prototype_terms(two_domains,
                                                                         monkeypatch):
-    import skucdr.nn.tpsnet_objective as tpsnet_objective
-    import skucdr.nn.uem_objective as uem_objective
+    """One temperature for UEM's prototype terms, in the warm-up and in stage 2."""
+    import skucdr.tpsnet.objective as tpsnet_objective
+    import skucdr.uem.objective as uem_objective
 
     seen = {"warmup": set(), "stage2": set()}
 
@@ -298,20 +295,17 @@ def test_prototype_tau_reaches_the_warmup_and_the_stage2_prototype_terms(two_dom
                         spy("warmup", uem_objective.prototype_nce))
     monkeypatch.setattr(tpsnet_objective, "prototype_nce",
                         spy("stage2", tpsnet_objective.prototype_nce))
+    monkeypatch.setattr(tpsnet_objective.TPSNetObjective, "PROTOTYPE_TAU", 0.13)
     X, _, d = two_domains
-    kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prototype_tau": 0.13}
-    TextPhaseRetriever(**kw).fit(X, sample_domain=d)
+    TextPhaseRetriever(**{**TINY, "max_epochs": 8}).fit(X, sample_domain=d)
     assert seen == {"warmup": {0.13}, "stage2": {0.13}}
 
 
-@pytest.mark.parametrize("refresh", ["bank", "full_pass"])
-def test_stage2_prototypes_refresh_from_a_bank_or_a_full_pass(two_domains, monkeypatch,
-                                                              refresh):
-    """Stage 2 re-clusters I' every epoch: "full_pass" embeds every row again (the
-    first epoch reuses the pass that starts stage 2), "bank" clusters a memory bank of
-    the training views' I', which starts as that pass and moves with every step."""
-    import skucdr.nn.tpsnet_objective as tpsnet_objective
-    from skucdr.nn.tpsnet_objective import TPSNetObjective
+def test_stage2_prototypes_refresh_from_a_full_pass(two_domains, monkeypatch):
+    """Stage 2 re-clusters I' every epoch on a fresh pass over every row (the first
+    epoch reuses the pass that starts stage 2)."""
+    import skucdr.tpsnet.objective as tpsnet_objective
+    from skucdr.tpsnet.objective import TPSNetObjective
 
     passes, clustered = [], []
     original_embed_rows = TPSNetObjective.embed_rows
@@ -330,30 +324,19 @@ def test_stage2_prototypes_refresh_from_a_bank_or_a_full_pass(two_domains, monke
     monkeypatch.setattr(TPSNetObjective, "embed_rows", embed_rows)
     monkeypatch.setattr(tpsnet_objective, "domain_prototypes", domain_prototypes)
     X, _, d = two_domains
-    kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prototype_refresh": refresh}
-    TextPhaseRetriever(**kw).fit(X, sample_domain=d)
+    TextPhaseRetriever(**{**TINY, "max_epochs": 10}).fit(X, sample_domain=d)
     assert len(clustered) == 4  # one refresh per stage-2 epoch
-    assert len(passes) == (1 if refresh == "bank" else 4)
-    np.testing.assert_array_equal(clustered[0], passes[0].numpy())
-    for z in clustered:
+    assert len(passes) == 4
+    for z, fresh in zip(clustered, passes):
         np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
-    if refresh == "full_pass":
-        for z, fresh in zip(clustered, passes):
-            np.testing.assert_array_equal(z, fresh.numpy())
-    else:  # the rows trained on in the first epoch moved away from the starting pass
-        moved = np.linalg.norm(clustered[1] - clustered[0], axis=1) > 1e-6
-        assert moved.mean() > 0.5
-        assert not np.array_equal(clustered[2], clustered[1])
+        np.testing.assert_array_equal(z, fresh.numpy())
+    assert not np.array_equal(clustered[1], clustered[0])  # trained in between
 
 
-@pytest.mark.parametrize("lr_schedule", ["global", "per_stage"])
-def test_lr_schedule_restarts_the_cosine_at_the_prompt_epochs_and_stage2(two_domains,
-                                                                         lr_schedule):
-    """"per_stage" gives the warm-up, the prompt epochs and stage 2 one cosine each,
-    every one starting at ``lr``; "global" anneals one cosine over all epochs."""
+def test_one_cosine_learning_rate_schedule_runs_over_all_stages(two_domains):
     from skorch.callbacks import Callback
 
-    import skucdr.retrievers._base as base
+    import skucdr._base as base
 
     lrs = []
 
@@ -367,45 +350,30 @@ def test_lr_schedule_restarts_the_cosine_at_the_prompt_epochs_and_stage2(two_dom
         return original(*args, extra_callbacks=[("record_lr", _RecordLR())], **kwargs)
 
     X, _, d = two_domains
-    kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prompt_epochs": 2,
-          "lr": 0.01, "lr_schedule": lr_schedule}
+    kw = {**TINY, "max_epochs": 8, "prompt_epochs": 2, "lr": 0.01}
     model = TextPhaseRetriever(**kw)
-    assert model._schedule() == (2, 4)  # 2 warm-up, 2 prompt and 4 stage-2 epochs
+    assert model._schedule() == (3, 5)  # 3 warm-up, 2 prompt and 3 stage-2 epochs
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(base, "train_objective", train_objective)
         model.fit(X, sample_domain=d)
-    if lr_schedule == "global":
-        expected = [0.5 * (1 + np.cos(np.pi * e / 8)) for e in range(8)]
-    else:
-        expected = [1, 0.5, 1, 0.5, 1, 0.5 * (1 + np.cos(np.pi / 4)), 0.5,
-                    0.5 * (1 + np.cos(3 * np.pi / 4))]
+    expected = [0.5 * (1 + np.cos(np.pi * e / 8)) for e in range(8)]
     np.testing.assert_allclose(lrs, 0.01 * np.array(expected), atol=1e-6)
 
 
-def test_warmup_augment_gives_the_warmup_its_own_views(two_domains):
-    """The warm-up's views come from ``warmup_augment``, stage 2's from ``augment``;
-    "same" (the default) uses ``augment`` for both; "uem" is UEM's default augmentation."""
-    from skucdr.nn.augment import ImageAugment
-    from skucdr.retrievers.uem import AUTO_IMAGE_AUGMENT
-
+def test_augment_gives_the_views_of_every_phase(two_domains):
+    """``augment`` makes the warm-up's views and stage 2's."""
     calls = []
 
-    def spy(name):
-        def augment(x, generator):
-            calls.append(name)
-            return x
-        return augment
+    def augment(x, generator):
+        calls.append(x.shape[0])
+        return x
 
     X, _, d = two_domains
-    kw = {**TINY, "max_epochs": 8, "prompt_fraction": 0.5, "prompt_epochs": 2}
-    TextPhaseRetriever(**kw, augment=spy("stage2"), warmup_augment=spy("warmup")).fit(
-        X, sample_domain=d)
-    n_warmup = calls.count("warmup")
-    assert n_warmup > 0 and calls.count("stage2") > 0
-    assert calls[:n_warmup] == ["warmup"] * n_warmup  # every warm-up view comes first
-    calls.clear()
-    TextPhaseRetriever(**kw, augment=spy("stage2")).fit(X, sample_domain=d)
-    assert set(calls) == {"stage2"}
-    assert TextPhaseRetriever(warmup_augment="uem")._warmup_augment((3, 8, 8)) == \
-        ImageAugment(**AUTO_IMAGE_AUGMENT)
-    assert TextPhaseRetriever()._warmup_augment((3, 8, 8)) is None
+    model = TextPhaseRetriever(**{**TINY, "max_epochs": 8, "prompt_epochs": 2},
+                               augment=augment)
+    history = model.fit(X, sample_domain=d).history_
+    n_steps = sum(len(e["batches"]) for e in history)
+    n_prompt_steps = sum(len(e["batches"]) for e in history if "loss_i2t" in e)
+    # two views per warm-up step, one per stage-2 step, none in the prompt epochs
+    warmup_steps = sum(len(e["batches"]) for e in history if "loss_ince" in e)
+    assert len(calls) == 2 * warmup_steps + (n_steps - warmup_steps - n_prompt_steps)

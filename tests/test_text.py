@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from skucdr.nn.text import (
+from skucdr.tpsnet.text import (
     BuiltinTextTower,
     OpenCLIPTextTower,
     PromptLearner,
     TextTower,
     encode_text,
 )
-from skucdr.nn.tpsnet_losses import image_to_text_contrastive, text_to_image_contrastive
+from skucdr.tpsnet.losses import image_to_text_contrastive, text_to_image_contrastive
 
 
 @pytest.fixture(scope="module")

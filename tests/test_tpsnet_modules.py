@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from skucdr.nn.phase import phase_only
-from skucdr.nn.text import BuiltinTextTower, PromptLearner
-from skucdr.nn.tpsnet_losses import (
+from skucdr.tpsnet.text import BuiltinTextTower, PromptLearner
+from skucdr.tpsnet.losses import (
     image_to_text_contrastive,
     label_smoothed_i2t_ce,
     momentum_update_prototypes,
     prototype_ce,
     text_to_image_contrastive,
 )
-from skucdr.nn.tpsnet_modules import (
+from skucdr.tpsnet.network import (
     DualPriorFusion,
     PhaseCNN,
     TextQueryCrossAttention,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -38,7 +39,6 @@ __all__ = [
     "EpochLosses",
     "ObjectiveEpochHook",
     "train_objective",
-    "StagewiseCosine",
     "resolve_device",
     "device_available",
 ]
@@ -146,22 +146,29 @@ def local_row_index(codes, n_domains):
     return torch.from_numpy(local)
 
 
-class Objective:
-    """Interface of a method's training objective (documentation only).
+class Objective(ABC):
+    """Interface of a method's training objective.
 
-    Methods
-    -------
-    batches()
-        An iterable of domain-balanced index batches for one epoch.
-    on_epoch_begin(net, epoch)
-        Refresh state (memory banks, prototypes, stage); ``epoch`` counts from 0.
-    losses(net, batch)
-        A dict of named scalar losses for one batch, with the weighted total under
-        ``"loss"``. Called in training mode; the engine back-propagates ``"loss"``.
-    after_backward(net)
-        Optional: state updates that must wait until the backward pass is done
-        (tensors used in the graph must not be modified in place before it).
+    A subclass implements :meth:`batches`, :meth:`on_epoch_begin` and :meth:`losses`;
+    :meth:`after_backward` is optional.
     """
+
+    @abstractmethod
+    def batches(self):
+        """An iterable of domain-balanced index batches for one epoch."""
+
+    @abstractmethod
+    def on_epoch_begin(self, net, epoch):
+        """Refresh state (memory banks, prototypes, stage); ``epoch`` counts from 0."""
+
+    @abstractmethod
+    def losses(self, net, batch):
+        """A dict of named scalar losses for one batch, with the weighted total under
+        ``"loss"``. Called in training mode; the engine back-propagates ``"loss"``."""
+
+    def after_backward(self, net):
+        """State updates that must wait until the backward pass is done (tensors used in
+        the graph must not be modified in place before it); none by default."""
 
 
 class RowObjective(Objective):
@@ -170,8 +177,8 @@ class RowObjective(Objective):
     Holds the training rows ``X`` (CPU tensor), their domain codes and the seeded
     generator; gives the domain-balanced batches of an epoch and a chunked, eval-mode
     pass over all rows (the :class:`Objective` interface is left to subclasses).
-    :class:`~skucdr.nn.uem_objective.UEMObjective` and
-    :class:`~skucdr.nn.tpsnet_objective.TPSNetObjective` build on it.
+    :class:`~skucdr.uem.objective.UEMObjective` and
+    :class:`~skucdr.tpsnet.objective.TPSNetObjective` build on it.
     """
 
     #: rows embedded per forward pass in :meth:`embed_rows`
@@ -265,9 +272,7 @@ class MultiDomainNet(NeuralNet):
                 "lower lr, or check the input for extreme values."
             )
         total.backward()
-        after_backward = getattr(self.objective, "after_backward", None)
-        if after_backward is not None:  # e.g. memory-bank updates, once autograd is done
-            after_backward(self)
+        self.objective.after_backward(self)  # e.g. memory-bank updates, once autograd is done
         for name, value in losses.items():
             if name != "loss":  # loss_* terms and stat_* diagnostics
                 self.history.record_batch(name, float(value.detach()))
@@ -318,33 +323,6 @@ class ObjectiveEpochHook(Callback):
         net.objective.on_epoch_begin(net, len(net.history) - 1)
 
 
-class StagewiseCosine:
-    """Learning-rate factor of a cosine schedule restarted at stage boundaries.
-
-    Epoch ``e`` of the stage ``[start, end)`` that holds it gets
-    ``(1 + cos(pi * (e - start) / (end - start))) / 2``: every stage starts at the base
-    learning rate and anneals towards 0 by its own end (a plain class, not a closure, so a
-    fitted net pickles).
-
-    Parameters
-    ----------
-    boundaries : sequence of int
-        Epochs where a stage starts (0 is implied).
-    max_epochs : int
-        Total epochs (the end of the last stage).
-    """
-
-    def __init__(self, boundaries, max_epochs):
-        edges = sorted({0, max_epochs, *(int(b) for b in boundaries if 0 < b < max_epochs)})
-        self.edges = tuple(edges)
-
-    def __call__(self, epoch):
-        for start, end in zip(self.edges[:-1], self.edges[1:]):
-            if epoch < end:
-                return 0.5 * (1.0 + math.cos(math.pi * (epoch - start) / (end - start)))
-        return 0.0
-
-
 def train_objective(
     module,
     objective,
@@ -357,14 +335,11 @@ def train_objective(
     optimizer=torch.optim.Adam,
     weight_decay=0.0,
     extra_callbacks=(),
-    lr_restarts=(),
 ):
     """Train ``module`` with ``objective`` through a :class:`MultiDomainNet`.
 
     A cosine learning-rate schedule runs over ``max_epochs`` (torch's
-    ``CosineAnnealingLR``), or restarts at every epoch of ``lr_restarts``
-    (:class:`StagewiseCosine`); with ``verbose > 0`` a
-    progress bar and the per-epoch loss table are printed. An optimizer that takes a
+    ``CosineAnnealingLR``); with ``verbose > 0`` a progress bar and the per-epoch loss table are printed. An optimizer that takes a
     ``foreach`` flag (Adam, AdamW, SGD ...) gets ``foreach=True``: torch's multi-tensor
     update, which it picks by itself on CUDA but not on the CPU, where the per-tensor
     loop costs a Python round trip per parameter on every step. The updates are the same
@@ -376,12 +351,7 @@ def train_objective(
         The fitted net (``net.module_`` is the trained module, ``net.history`` the
         per-epoch losses).
     """
-    if lr_restarts:
-        schedule = LRScheduler(
-            policy="LambdaLR", lr_lambda=StagewiseCosine(lr_restarts, max_epochs)
-        )
-    else:
-        schedule = LRScheduler(policy="CosineAnnealingLR", T_max=max(1, max_epochs))
+    schedule = LRScheduler(policy="CosineAnnealingLR", T_max=max(1, max_epochs))
     callbacks = [
         ("objective", ObjectiveEpochHook()),
         ("losses", EpochLosses()),

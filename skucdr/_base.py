@@ -1,6 +1,6 @@
 """Machinery shared by every torch retriever: fit/transform/kneighbors/score plumbing.
 
-A concrete retriever implements three hooks:
+A concrete retriever implements three abstract hooks:
 
 * ``_fit_network(data, codes, generator)`` trains and returns the fitted skorch net
   (``net_``); ``data`` is the validated :class:`~skucdr._domains.DomainInput`;
@@ -24,6 +24,7 @@ import io
 import numbers
 import os
 import warnings
+from abc import ABCMeta, abstractmethod
 
 import numpy as np
 import torch
@@ -35,19 +36,22 @@ from sklearn.base import (
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._domains import check_domain_input, unpack_domains
-from .._sklearn_compat import Interval, StrOptions
-from ..nn.domain_norm import convert_domain_batchnorm, domain_codes
-from ..nn.encoders import ENCODER_NAMES, build_encoder
-from ..nn.training import device_available, resolve_device, train_objective
+from ._domains import check_domain_input, unpack_domains
+from ._sklearn_compat import Interval, StrOptions, _fit_context
+from .nn.domain_norm import convert_domain_batchnorm, domain_codes
+from .nn.encoders import ENCODER_NAMES, build_encoder
+from .nn.training import device_available, resolve_device, train_objective
 
 __all__ = ["BaseRetriever"]
 
 # Rounding slack of the [0, 1] pixel-range check (e.g. images resized with bicubic filters).
 _PIXEL_TOLERANCE = 1e-3
+# Adam's weight decay in every fit (docs/methods.md, "Training").
+WEIGHT_DECAY = 1e-5
 
 
-class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator,
+                    metaclass=ABCMeta):
     """Base class of the torch retrievers (not for direct use).
 
     Subclasses declare their own ``__init__`` with the shared parameters listed in
@@ -67,7 +71,6 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "encoder": [StrOptions(set(ENCODER_NAMES)), torch.nn.Module],
         "encoder_weights": [str, os.PathLike, None],
         "domain_norm": ["boolean"],
@@ -199,13 +202,17 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         )
         return X, encoder
 
+    @abstractmethod
+    def _fit_network(self, data, codes, generator):
+        """Train the method's network on the validated ``data``; return the skorch net."""
+
+    @abstractmethod
     def _domain_norm_parts(self, module):
         """The submodules of ``module`` whose batch norm ``domain_norm`` makes per-domain."""
-        raise NotImplementedError
 
-    def _lr_restarts(self):
-        """Epochs where the cosine learning-rate schedule restarts (none: one cosine)."""
-        return ()
+    @abstractmethod
+    def _embed_batch(self, x, codes):
+        """L2-normalised embeddings of a batch tensor ``x`` of domain ``codes``."""
 
     def _train(self, module, objective, n_samples):
         """Train ``module`` on ``objective`` with the estimator's schedule, then drop the
@@ -225,12 +232,12 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             lr=self.lr,
             device=self.device_,
             verbose=self.verbose,
-            weight_decay=self.weight_decay,
-            lr_restarts=self._lr_restarts(),
+            weight_decay=WEIGHT_DECAY,
         )
         objective.release()
         return net
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, sample_domain=None):
         """Learn the embedding from unlabeled domains.
 
@@ -249,13 +256,29 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self : object
             The fitted retriever. The fitted rows become the retrieval gallery.
         """
-        self._validate_params()
         self._fit(X, sample_domain)
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None, *, sample_domain=None):
-        """Fit, then return the embeddings of the fitted rows (a mapping for a mapping)."""
-        self._validate_params()
+        """Fit, then return the embeddings of the fitted rows.
+
+        Validates and fits exactly as :meth:`fit` does.
+
+        Parameters
+        ----------
+        X : array-like or Mapping
+            As for :meth:`fit`.
+        y : None
+            Ignored.
+        sample_domain : array-like of shape (n_samples,), default=None
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components), or Mapping
+            L2-normalised embeddings of the fitted rows; a mapping for a mapping.
+        """
         data = self._fit(X, sample_domain)
         Z = self.gallery_embedding_.copy()
         if data.from_mapping:
@@ -364,7 +387,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return np.flatnonzero(mask)
 
     def _index_for(self, rows):
-        from ..neighbors import FaissCosineIndex
+        from .neighbors import FaissCosineIndex
 
         key = rows.tobytes()
         if not hasattr(self, "_gallery_indexes"):
@@ -473,7 +496,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         from threadpoolctl import threadpool_limits
 
-        from ..open_set import detect_private_queries, judge_queries
+        from .open_set import detect_private_queries, judge_queries
 
         check_is_fitted(self, "net_")
         Q, q_domains, _ = self._queries(X, sample_domain)
@@ -502,7 +525,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         gallery changes (the elbow scans and k-means cost seconds; judging a query batch
         against them, milliseconds). None when ``domain`` was not fitted.
         """
-        from ..open_set import fit_open_set_structure
+        from .open_set import fit_open_set_structure
 
         reference = self._fitted_rows_of(domain)
         if reference is None:
@@ -551,11 +574,11 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             ordered domain pairs. With one domain only, each row queries the others of
             the same domain.
         """
-        from ..metrics import cross_domain_map
+        from .metrics import cross_domain_map
 
         Z = self.transform(X, sample_domain=sample_domain)
         if isinstance(Z, dict):
-            from .._domains import pack_domains
+            from ._domains import pack_domains
 
             Z, sample_domain = pack_domains(Z)
         y = np.asarray(y)
@@ -638,7 +661,7 @@ def _drop_self(dist, found, q_rows, n_neighbors):
 
 def _within_domain_map(Z, y):
     """Leave-one-out mAP inside one domain (used when only one domain is given)."""
-    from ..metrics import _leave_one_out_map
+    from .metrics import _leave_one_out_map
 
     if len(Z) < 2:
         warnings.warn("score needs at least two rows; returning nan.", stacklevel=3)

@@ -1,23 +1,23 @@
 """UEM's two-stage training objective (IDSE then CDSM), driven by the skorch engine.
 
-See :class:`skucdr.UniversalCDRRetriever` for the method and the reconstructed choices.
+See :class:`skucdr.UniversalCDRRetriever` for the method and ``docs/methods.md`` for the
+reconstructed choices.
 """
 
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from .domain_norm import domain_codes
-from .training import RowObjective
-from .uem_losses import (
-    GradientReversal,
+from ..nn.domain_norm import domain_codes
+from ..nn.prototypes import domain_prototypes, momentum_update_bank
+from ..nn.training import RowObjective
+from .losses import (
     domain_adversarial_loss,
-    instance_nce,
     ipm_weight,
     prototype_nce,
     semantic_enhanced_loss,
@@ -26,47 +26,7 @@ from .uem_losses import (
     two_view_nce,
 )
 
-__all__ = ["UEMModule", "UEMObjective"]
-
-
-@torch.no_grad()
-def momentum_update_bank(bank, index, features, momentum):
-    """Move memory-bank rows ``index`` towards ``features`` and re-normalise them (NPID):
-    ``bank[index] <- normalize(momentum * bank[index] + (1 - momentum) * features)``."""
-    mixed = momentum * bank[index] + (1 - momentum) * features
-    bank[index] = F.normalize(mixed, dim=1)
-
-
-def domain_prototypes(features, domains, n_prototypes, *, merge, max_prototypes,
-                      random_state, n_jobs, device, merge_rule="eq9"):
-    """Per-domain prototypes of ``features`` (rows of domains ``0 .. n_domains - 1``).
-
-    Per-domain spherical k-means, translated, matched and (with ``merge``) merged across
-    domains by :class:`~skucdr.cluster.PrototypeClusterer`; shared by UEM's objective and
-    TPSNet's stage 2.
-
-    Returns
-    -------
-    prototypes : list of Tensor of shape (k_d, dim)
-        Prototypes of every domain (merged pairs share a row), float32 on ``device``.
-    labels : ndarray of shape (n,), int
-        Shared prototype id of every row, in the order of ``features``.
-    """
-    from ..cluster import PrototypeClusterer
-
-    clusterer = PrototypeClusterer(
-        n_prototypes=n_prototypes,
-        merge=merge,
-        merge_rule=merge_rule,
-        max_prototypes=max_prototypes,
-        random_state=random_state,
-        n_jobs=n_jobs,
-    ).fit(features, sample_domain=domains)
-    prototypes = [
-        torch.as_tensor(clusterer.domain_centers_[d], dtype=torch.float32, device=device)
-        for d in range(int(domains.max()) + 1)
-    ]
-    return prototypes, clusterer.labels_
+__all__ = ["UEMObjective"]
 
 
 def _module_forward(module, x):
@@ -74,89 +34,51 @@ def _module_forward(module, x):
     return module(x)
 
 
-class UEMModule(nn.Module):
-    """The trainable parts of UEM: the embedding network and the domain classifier.
-
-    Parameters
-    ----------
-    embedder : torch.nn.Module
-        Maps a batch to L2-normalised embeddings of width ``n_components``.
-    n_components : int
-        Embedding width.
-    n_domains : int
-        Number of domains the classifier tells apart.
-    hidden : int, default=256
-        Width of the classifier's hidden layer (the paper: "two fully-connected layers").
-    """
-
-    def __init__(self, embedder, n_components, n_domains, hidden=256):
-        super().__init__()
-        self.embedder = embedder
-        self.discriminator = nn.Sequential(
-            GradientReversal(1.0),
-            nn.Linear(n_components, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, max(2, n_domains)),
-        )
-
-    def forward(self, x):
-        return self.embedder(x)
-
-
 class UEMObjective(RowObjective):
     """IDSE (stage 1) and CDSM (stage 2) losses with memory banks and prototypes.
 
-    Parameters mirror :class:`skucdr.UniversalCDRRetriever`; ``X`` is the training data
-    as a CPU tensor (images already shaped ``(n, C, H, W)``), ``codes`` the domain code
-    of every row; ``embed(module, x)`` gives the L2-normalised features the objective
-    trains (default: ``module(x)``; TextPhaseRetriever's IDSE warm-up passes its
-    stage-1 image features).
+    Parameters
+    ----------
+    X : Tensor
+        The training rows on the CPU (images already shaped ``(n, C, H, W)``).
+    codes : ndarray of shape (n,)
+        Domain code of every row.
+    params : Mapping
+        The hyper-parameters of :class:`skucdr.UniversalCDRRetriever` (its
+        ``get_params()``); the objective reads ``batch_size``, ``tau``,
+        ``n_prototypes``, ``merge_prototypes``, ``merge_rule``, ``semantic_enhanced``,
+        ``alignment`` and ``matching`` from it.
+    generator : torch.Generator
+        Seeds the batches and the augmentation.
+    augment : callable
+        ``augment(batch, generator)``: the training views.
+    stage1_epochs : int
+        Epochs of IDSE; the rest of the fit is CDSM.
+    max_prototypes : int
+        Largest k of the elbow rule.
+    seed : int
+        Seeds the prototype k-means.
+    embed : callable, default=None
+        ``embed(module, x)`` gives the L2-normalised features the objective trains
+        (default: ``module(x)``; TextPhaseRetriever's warm-up passes its stage-1 image
+        features).
     """
 
-    def __init__(
-        self,
-        X,
-        codes,
-        *,
-        batch_size,
-        generator,
-        augment,
-        tau,
-        bank_momentum,
-        instance_negatives,
-        stage1_epochs,
-        n_prototypes,
-        max_prototypes,
-        merge_prototypes,
-        semantic_enhanced,
-        alignment,
-        matching,
-        seed,
-        elbow_every=5,
-        sn2m_instance_negatives=True,
-        view_tau=0.2,
-        stage2_instance=False,
-        embed=None,
-        merge_rule="eq9",
-    ):
-        self._init_rows(X, codes, batch_size, generator)
+    #: memory-bank momentum ``beta`` of Eq. 5 (NPID's 0.5; docs/methods.md)
+    BANK_MOMENTUM = 0.5
+    #: temperature of the two-view instance term (MoCo v2's and UCDIR's)
+    VIEW_TAU = 0.2
+    #: the elbow estimate of k is redone every this many prototype refreshes
+    ELBOW_EVERY = 5
+
+    def __init__(self, X, codes, *, params, generator, augment, stage1_epochs,
+                 max_prototypes, seed, embed=None):
+        self.hp = SimpleNamespace(**params)
+        self._init_rows(X, codes, self.hp.batch_size, generator)
         self.augment = augment
-        self.tau = tau
-        self.bank_momentum = bank_momentum
-        self.instance_negatives = instance_negatives
         self.stage1_epochs = stage1_epochs
-        self.n_prototypes = n_prototypes
         self.max_prototypes = max_prototypes
-        self.merge_prototypes = merge_prototypes
-        self.merge_rule = merge_rule
-        self.semantic_enhanced = semantic_enhanced
-        self.alignment = alignment
-        self.matching = matching
         self.seed = seed
-        self.elbow_every = elbow_every
-        self.sn2m_instance_negatives = sn2m_instance_negatives
-        self.view_tau = view_tau
-        self.stage2_instance = stage2_instance
         # features trained by the objective: the module's forward unless told otherwise
         self.embed = embed if embed is not None else _module_forward
         self._k_cache = None
@@ -180,7 +102,7 @@ class UEMObjective(RowObjective):
             self.banks = [feats[torch.from_numpy(self.codes == d)].clone()
                           for d in range(self.n_domains)]
         self.stage = 1 if epoch < self.stage1_epochs else 2
-        if self.stage == 2 and self.frozen is None and self.alignment == "spda":
+        if self.stage == 2 and self.frozen is None and self.hp.alignment == "spda":
             # only the semantic-preserving regulariser (Eq. 14) reads the frozen copy
             self.frozen = copy.deepcopy(net.module_.embedder).eval()
             for p in self.frozen.parameters():
@@ -195,12 +117,12 @@ class UEMObjective(RowObjective):
             net.history.record("n_prototypes", int(self.prototypes[0].shape[0]))
 
     def _prototype_counts(self, banks, epoch):
-        """k per domain: the elbow rule, re-estimated every ``elbow_every`` refreshes."""
+        """k per domain: the elbow rule, re-estimated every ``ELBOW_EVERY`` refreshes."""
         from ..cluster import choose_n_prototypes_elbow
 
-        if self.n_prototypes != "elbow":
-            return {d: int(self.n_prototypes) for d in range(self.n_domains)}
-        if self._k_cache is None or self._refreshes % self.elbow_every == 0:
+        if self.hp.n_prototypes != "elbow":
+            return {d: int(self.hp.n_prototypes) for d in range(self.n_domains)}
+        if self._k_cache is None or self._refreshes % self.ELBOW_EVERY == 0:
             self._k_cache = {
                 d: choose_n_prototypes_elbow(
                     bank, k_max=max(2, min(self.max_prototypes, len(bank) // 10)),
@@ -216,7 +138,7 @@ class UEMObjective(RowObjective):
         domains = np.concatenate([np.full(len(b), d) for d, b in enumerate(banks)])
         self.prototypes, labels = domain_prototypes(
             feats, domains, self._prototype_counts(banks, epoch),
-            merge=self.merge_prototypes, merge_rule=self.merge_rule,
+            merge=self.hp.merge_prototypes, merge_rule=self.hp.merge_rule,
             max_prototypes=self.max_prototypes,
             random_state=self.seed + epoch, n_jobs=self.CLUSTER_THREADS, device=net.device,
         )
@@ -241,65 +163,51 @@ class UEMObjective(RowObjective):
     def _update_banks(self, z_parts, batch):
         for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
             local = self.local_index[rows].to(z_d.device)
-            momentum_update_bank(self.banks[d], local, z_d, self.bank_momentum)
-
-    def _instance_term(self, z_parts, batch, views=None):
-        """Eq. 6 (bank or batch negatives) or, with ``views``, the two-view NT-Xent."""
-        ince = []
-        for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
-            if views is not None:
-                ince.append(two_view_nce(z_d, views[d], self.view_tau))
-            else:
-                local = self.local_index[rows].to(z_d.device)
-                ince.append(instance_nce(z_d, self.banks[d], local, self.tau,
-                                         negatives=self.instance_negatives))
-        return torch.stack(ince).sum()
+            momentum_update_bank(self.banks[d], local, z_d, self.BANK_MOMENTUM)
 
     def losses(self, net, batch):
         x, codes, z, sizes = self._forward(net, batch)
         z_parts = list(torch.split(z, sizes))
-        views = None
-        instance_term = self.stage == 1 or self.stage2_instance
-        if self.instance_negatives == "views" and instance_term:
-            _, _, z2, _ = self._forward(net, batch)
-            views = list(torch.split(z2, sizes))
         if self.stage == 1:
+            _, _, z2, _ = self._forward(net, batch)  # the second view of the instance term
+            views = list(torch.split(z2, sizes))
             out = self._stage1_losses(z_parts, batch, views)
-        else:
-            out = self._stage2_losses(net, x, codes, z, z_parts, batch, sizes, views)
-        if views is not None:  # the bank entry of an image: the mean of its two views
+            # the bank entry of an image: the mean of its two views
             bank_parts = [F.normalize(a.detach() + b.detach(), dim=1)
                           for a, b in zip(z_parts, views)]
         else:
+            out = self._stage2_losses(net, x, codes, z, z_parts, batch, sizes)
             bank_parts = [z_d.detach() for z_d in z_parts]
         self._pending_bank_update = (bank_parts, batch)
         return out
 
-    def after_backward(self, net=None):
+    def after_backward(self, net):
         """Apply the memory-bank update of Eq. 5 (the banks are in the autograd graph)."""
         self._update_banks(*self._pending_bank_update)
         self._pending_bank_update = None
 
-    def _stage1_losses(self, z_parts, batch, views=None, instance_term=True):
-        """IDSE losses; ``views`` holds the second augmented view with two-view NCE.
+    def _stage1_losses(self, z_parts, batch, views=None):
+        """IDSE losses: the two-view instance term between ``z_parts`` and ``views``, and
+        the prototype NCE and semantic-enhanced loss weighted by the ramp ``alpha``.
 
-        ``instance_term=False`` leaves out the instance term (the prototype NCE and the
-        semantic-enhanced loss only, at full weight).
+        Without ``views``: no instance term, the prototype terms alone at the current
+        ``alpha`` (1 in stage 2).
         """
         pnce, sel = [], []
         for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
             if self.prototypes is not None and self.alpha > 1e-2:
                 assign = self.assignment[rows.to(self.assignment.device)]
                 both = [z_d] if views is None else [z_d, views[d]]
-                pnce.extend(prototype_nce(v, self.prototypes[d], assign, self.tau) / len(both)
+                pnce.extend(prototype_nce(v, self.prototypes[d], assign, self.hp.tau) / len(both)
                             for v in both)
-                if self.semantic_enhanced:
-                    sel.extend(semantic_enhanced_loss(v, self.prototypes[d], self.tau) / len(both)
+                if self.hp.semantic_enhanced:
+                    sel.extend(semantic_enhanced_loss(v, self.prototypes[d], self.hp.tau) / len(both)
                                for v in both)
         out = {}
         total = z_parts[0].new_zeros(())
-        if instance_term:
-            out["loss_ince"] = self._instance_term(z_parts, batch, views)
+        if views is not None:
+            out["loss_ince"] = torch.stack([two_view_nce(z_d, v_d, self.VIEW_TAU)
+                                            for z_d, v_d in zip(z_parts, views)]).sum()
             total = total + out["loss_ince"]
         if pnce:
             out["loss_pnce"] = torch.stack(pnce).sum()
@@ -310,29 +218,28 @@ class UEMObjective(RowObjective):
         out["loss"] = total
         return out
 
-    def _stage2_losses(self, net, x, codes, z, z_parts, batch, sizes, views=None):
+    def _stage2_losses(self, net, x, codes, z, z_parts, batch, sizes):
         out = {}
         total = z.new_zeros(())
-        if self.n_domains > 1 and self.alignment is not None:
+        if self.n_domains > 1 and self.hp.alignment is not None:
             out["loss_dal"] = domain_adversarial_loss(net.module_.discriminator(z), codes)
             total = total + out["loss_dal"]
-        if self.alignment == "spda":
+        if self.hp.alignment == "spda":
             with torch.no_grad(), domain_codes(self.frozen, codes):
                 z_frozen = self.frozen(x)
             spr = [semantic_preserving_loss(z_d, f_d)
                    for z_d, f_d in zip(z_parts, torch.split(z_frozen, sizes))]
             out["loss_spr"] = torch.stack(spr).sum()
             total = total + out["loss_spr"]
-        if self.n_domains > 1 and self.matching is not None:
+        if self.n_domains > 1 and self.hp.matching is not None:
             terms, convincing = [], []
             for a, z_a in enumerate(z_parts):
                 for b in range(self.n_domains):
                     if b == a:
                         continue
                     loss, conv = switchable_nn_loss(
-                        z_a, self.prototypes[a], self.prototypes[b], self.banks[b], self.tau,
-                        switchable=self.matching == "sn2m",
-                        instance_negatives=self.sn2m_instance_negatives,
+                        z_a, self.prototypes[a], self.prototypes[b], self.banks[b], self.hp.tau,
+                        switchable=self.hp.matching == "sn2m",
                     )
                     terms.append(loss)
                     convincing.append(conv.float().mean())
@@ -341,11 +248,7 @@ class UEMObjective(RowObjective):
             out["stat_convincing_rate"] = torch.stack(convincing).mean().detach()
             total = total + out["loss_sn2m"]
         if not out:  # nothing to align or match: keep IDSE's semantic terms
-            return self._stage1_losses(z_parts, batch, views,
-                                       instance_term=self.stage2_instance)
-        if self.stage2_instance:
-            out["loss_ince"] = self._instance_term(z_parts, batch, views)
-            total = total + out["loss_ince"]
+            return self._stage1_losses(z_parts, batch)
         out["loss"] = total
         return out
 

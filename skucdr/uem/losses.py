@@ -14,7 +14,6 @@ import torch
 from torch.nn import functional as F
 
 __all__ = [
-    "instance_nce",
     "two_view_nce",
     "prototype_nce",
     "ipm_weight",
@@ -27,35 +26,9 @@ __all__ = [
 ]
 
 
-def instance_nce(z, bank, index, tau, *, negatives="bank"):
-    r"""Instance discrimination against the memory bank (Eq. 6).
-
-    .. math:: L = \frac1B\sum_i -\log\frac{\exp(z_i\cdot m_i/\tau)}{\sum_j \exp(z_i\cdot m_j/\tau)}
-
-    Parameters
-    ----------
-    z : Tensor (B, D)
-        Embeddings of the batch.
-    bank : Tensor (N, D)
-        The domain's memory bank; ``bank[index[i]]`` is the positive of ``z[i]``.
-    index : LongTensor (B,)
-        Bank rows of the batch.
-    tau : float
-        Temperature.
-    negatives : {"bank", "batch"}
-        ``"bank"``: :math:`j` runs over the whole bank (the text of the paper, and UCDIR);
-        ``"batch"``: over the batch's own bank entries (the printed denominator of Eq. 6).
-    """
-    if negatives not in ("bank", "batch"):
-        raise ValueError(f"negatives must be 'bank' or 'batch', got {negatives!r}.")
-    if negatives == "bank":
-        return F.cross_entropy(z @ bank.t() / tau, index)
-    logits = z @ bank[index].t() / tau
-    return F.cross_entropy(logits, torch.arange(len(z), device=z.device))
-
-
 def two_view_nce(v1, v2, tau):
-    r"""Instance discrimination between two augmented views (NT-Xent, SimCLR).
+    r"""Instance discrimination between two augmented views (NT-Xent, SimCLR): the
+    instance term of stage 1, in place of Eq. 6's memory-bank form (docs/methods.md).
 
     Each row's positive is its other view; the negatives are the other ``2n - 2`` views
     of the batch:
@@ -167,8 +140,7 @@ def product_distance(u, v):
     return (1 - cos) * torch.cdist(u, v)
 
 
-def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, switchable=True,
-                       instance_negatives=True):
+def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, switchable=True):
     r"""Switchable nearest-neighbour matching (SN2M, Eqs. 15-17), for queries of domain A.
 
     ``own_prototypes`` (:math:`P^{A'}`) and ``other_prototypes`` (:math:`P^{B'}`) are the
@@ -181,18 +153,15 @@ def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, 
     that instance's prototype :math:`t_i = \arg\min_c D(m^B_{n_i}, P^{B'}_c)`. The
     positives are :math:`P^{B'}_{s_i}`, plus :math:`m^B_{n_i}` when :math:`t_i = s_i`
     (the neighbour is "convincing"); the negatives are all of :math:`P^{B'}` and the
-    whole bank of B (Eq. 17).
+    neighbour. Eq. 17 as printed also puts the whole bank of B in the denominator, which
+    pushes every same-category instance of B away from the query (measured, not
+    adopted: docs/methods.md).
 
     Parameters
     ----------
     switchable : bool, default=True
         False gives the UCDIR-style alternative used in the ablation: the nearest
         cross-domain neighbour is always a positive and no prototype is.
-    instance_negatives : bool, default=True
-        Whether the other domain's instances enter the denominator (Eq. 17 as printed).
-        False keeps only the prototypes there (the neighbour still counts as a positive
-        when convincing): every same-category instance of B is otherwise pushed away
-        from the query.
 
     Returns
     -------
@@ -208,11 +177,7 @@ def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, 
         convincing = t == s
     logits_p = z @ other_prototypes.t() / tau
     pos_b = (z * other_bank[nn_idx]).sum(dim=1) / tau
-    if instance_negatives:
-        logits_b = z @ other_bank.t() / tau
-        denominator = torch.logsumexp(torch.cat([logits_p, logits_b], dim=1), dim=1)
-    else:
-        denominator = torch.logsumexp(torch.cat([logits_p, pos_b[:, None]], dim=1), dim=1)
+    denominator = torch.logsumexp(torch.cat([logits_p, pos_b[:, None]], dim=1), dim=1)
     pos_p = logits_p.gather(1, s[:, None]).squeeze(1)
     if switchable:
         numerator = torch.where(

@@ -9,7 +9,7 @@ The data flow for a batch of images of one or several domains::
     domain prompt text features (C, D_text) --> TextQueryCrossAttention --> embedding (n, D)
 
 The modules are plain ``torch.nn.Module`` s; losses live in
-:mod:`skucdr.nn.tpsnet_losses`. Architectural choices that the TPSNet paper does not
+:mod:`skucdr.tpsnet.losses`. Architectural choices that the TPSNet paper does not
 publish (layer counts, widths, pooling) are documented on each class.
 """
 
@@ -19,7 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PhaseCNN", "TokenProjector", "DualPriorFusion", "TextQueryCrossAttention"]
+from ..nn.phase import phase_only
+from .text import PromptLearner
+
+__all__ = [
+    "DualPriorFusion",
+    "PhaseCNN",
+    "TPSNetModule",
+    "TextQueryCrossAttention",
+    "TokenProjector",
+]
 
 
 def _check_positive_int(name, value):
@@ -53,7 +62,7 @@ class PhaseCNN(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skucdr.nn.tpsnet_modules import PhaseCNN
+    >>> from skucdr.tpsnet.network import PhaseCNN
     >>> tuple(PhaseCNN(dim=64)(torch.rand(8, 1, 28, 28)).shape)
     (8, 4, 64)
     """
@@ -108,7 +117,7 @@ class TokenProjector(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skucdr.nn.tpsnet_modules import TokenProjector
+    >>> from skucdr.tpsnet.network import TokenProjector
     >>> tuple(TokenProjector(256, 64)(torch.rand(8, 256, 7, 7)).shape)
     (8, 49, 64)
     """
@@ -169,7 +178,7 @@ class DualPriorFusion(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skucdr.nn.tpsnet_modules import DualPriorFusion
+    >>> from skucdr.tpsnet.network import DualPriorFusion
     >>> fusion = DualPriorFusion(64, n_heads=4)
     >>> tuple(fusion(torch.rand(8, 49, 64), torch.rand(8, 4, 64)).shape)
     (8, 53, 64)
@@ -249,7 +258,7 @@ class TextQueryCrossAttention(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skucdr.nn.tpsnet_modules import TextQueryCrossAttention
+    >>> from skucdr.tpsnet.network import TextQueryCrossAttention
     >>> head = TextQueryCrossAttention(64, text_dim=128, n_heads=4)
     >>> z = head(torch.rand(8, 53, 64), torch.rand(10, 128))
     >>> tuple(z.shape), bool(torch.allclose(z.norm(dim=1), torch.ones(8)))
@@ -271,7 +280,7 @@ class TextQueryCrossAttention(nn.Module):
         """Text features mapped into the embedding space: ``normalize(W t)``.
 
         The query projection, L2-normalised: class anchors ``t_c`` comparable with the
-        embeddings, e.g. for :func:`~skucdr.nn.tpsnet_losses.label_smoothed_i2t_ce`.
+        embeddings, e.g. for :func:`~skucdr.tpsnet.losses.label_smoothed_i2t_ce`.
 
         Parameters
         ----------
@@ -349,3 +358,185 @@ class TextQueryCrossAttention(nn.Module):
                 )
             pooled = (attended * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
         return F.normalize(pooled, dim=-1)
+
+
+class TPSNetModule(nn.Module):
+    """The trainable parts of TPSNet in one module (one optimizer, one device move).
+
+    The retrieval embedding is ``I' = normalize(W v + g * CrossAttention(T'; I^f))``:
+    the stage-1 image features ``v`` plus the dual-prior output scaled by a learned gate
+    ``g`` that starts at 0 (docs/methods.md, "TPSNet's stage 2").
+
+    Parameters
+    ----------
+    encoder : torch.nn.Module
+        RGB image encoder with ``feature_dim`` and ``map_channels`` attributes; its
+        ``forward_map`` feature map (or, when ``map_channels`` is None, its pooled
+        feature as a single token) feeds the dual-prior fusion. With a map, the pooled
+        feature must be the map's spatial mean (as for every encoder of
+        :mod:`skucdr.nn.encoders`): one ``forward_map`` serves both.
+    n_components : int
+        Width of the tokens and of the retrieval embedding.
+    n_domains : int
+        Number of fitted domains.
+    tower : TextTower or None
+        Frozen text encoder of the domain prompts; None disables the text prior (a
+        learned query replaces the prompt features).
+    text_dim : int
+        Width of the image features of stage 1 (``tower.output_dim`` with a tower).
+    max_classes : int
+        Prompt capacity per domain; the first ``n_classes`` (set after clustering) are used.
+    n_ctx : int
+        Learnable ``[X]`` vectors per prompt.
+    phase_prior : bool
+        Add the phase-only image branch (:class:`PhaseCNN`).
+    phase_channels : int
+        Channels of the phase-only images (1 for the grey-scale phase of 1- or 3-channel
+        images).
+    fusion : {"attention", "concat"}
+        :class:`DualPriorFusion` mode.
+    n_heads : int
+        Attention heads (must divide ``n_components``).
+    generator : torch.Generator, default=None
+        Random source of the prompt initialisation.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        *,
+        n_components,
+        n_domains,
+        tower,
+        text_dim,
+        max_classes,
+        n_ctx,
+        phase_prior,
+        phase_channels,
+        fusion,
+        n_heads,
+        generator=None,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        width = encoder.feature_dim
+        # Stage-1 image features v (the stand-in for CLIP's image features): a MoCo-v2
+        # style head on the pooled encoder feature, into the text feature space.
+        self.image_head = nn.Sequential(
+            nn.Linear(width, width),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+            nn.Linear(width, text_dim),
+        )
+        self.prompts = (
+            PromptLearner(tower, n_domains, max_classes, n_ctx=n_ctx, generator=generator)
+            if tower is not None
+            else None
+        )
+        self.rgb_tokens = TokenProjector(encoder.map_channels or width, n_components)
+        self.phase_cnn = (
+            PhaseCNN(n_components, in_channels=phase_channels, channels=(16, 32, 64, 128))
+            if phase_prior
+            else None
+        )
+        self.fusion = DualPriorFusion(n_components, n_heads=n_heads, mode=fusion)
+        query_dim = text_dim if tower is not None else n_components
+        self.head = TextQueryCrossAttention(n_components, query_dim, n_heads=n_heads)
+        if tower is None:  # "no text prior": one learned query = attention pooling
+            self.query = nn.Parameter(torch.randn(1, query_dim, generator=generator) * 0.02)
+        else:
+            self.query = None
+        # I' = normalize(W v + g * CrossAttention(T'; I^f)): the stage-1 image features
+        # v (W the identity when text_dim == n_components, else an orthogonally
+        # initialised linear map) plus the dual-prior output scaled by a learned gate g
+        # that starts at 0, so that stage 2 starts from the warm-up's features
+        if text_dim == n_components:
+            self.residual_proj = nn.Identity()
+        else:
+            self.residual_proj = nn.Linear(text_dim, n_components, bias=False)
+            with torch.no_grad():  # orthogonal: keeps the cosines of v when it can
+                q = torch.linalg.qr(torch.randn(max(text_dim, n_components),
+                                                min(text_dim, n_components),
+                                                generator=generator))[0]
+                self.residual_proj.weight.copy_(q if n_components > text_dim else q.T)
+        self.prior_gate = nn.Parameter(torch.zeros(()))
+        self.n_domains = n_domains
+        # Prompt text features (n_domains, C, text_dim), frozen after DPG; empty before.
+        self.register_buffer("class_text", torch.zeros(n_domains, 0, text_dim))
+
+    # ---------------------------------------------------------------- stage 1
+    def image_features(self, x):
+        """Stage-1 image features ``v`` (L2-normalised), used by the warm-up and DPG."""
+        return self._project_image(self.encoder(x))
+
+    def _project_image(self, pooled):
+        return F.normalize(self.image_head(pooled), dim=1)
+
+    def _encode(self, x):
+        """One encoder pass: the map (or vector) the tokens are made of, and the pooled
+        feature. Every encoder of :mod:`skucdr.nn.encoders` pools by the spatial mean of
+        its ``forward_map``, so ``pooled == encoder(x)`` without a second pass."""
+        if self.encoder.map_channels:
+            fmap = self.encoder.forward_map(x)
+            return fmap, fmap.mean(dim=(2, 3))
+        features = self.encoder(x)
+        return features, features
+
+    def prompt_features(self, n_classes):
+        """Text features ``(n_domains, n_classes, text_dim)`` of the first ``n_classes``
+        prompts of every domain (differentiable w.r.t. the prompt vectors)."""
+        domains = torch.arange(self.n_domains, device=self.prompts.ctx.device)
+        classes = torch.arange(n_classes, device=domains.device)
+        d, c = torch.meshgrid(domains, classes, indexing="ij")
+        return self.prompts(d.reshape(-1), c.reshape(-1)).view(self.n_domains, n_classes, -1)
+
+    # ---------------------------------------------------------------- stage 2
+    def tokens(self, x):
+        """Fused RGB (+ phase) tokens ``(n, T, n_components)`` of images ``x``."""
+        return self._fuse(x, self._encode(x)[0])
+
+    def _fuse(self, x, fmap):
+        rgb = self.rgb_tokens(fmap)
+        phase = None
+        if self.phase_cnn is not None:
+            grey = x.shape[1] in (1, 3)
+            phase = self.phase_cnn(phase_only(x, grayscale=grey))
+        return self.fusion(rgb, phase)
+
+    def queries(self, codes):
+        """Cross-attention queries of images of domains ``codes``.
+
+        The frozen prompt text features of each image's domain ``(n, C, text_dim)``; a
+        domain code ``-1`` (a domain not seen in fit) gets the mean over the fitted
+        domains of each class's prompt feature. Without text prior: the learned query.
+        """
+        features, index = self._query_table(codes)
+        return features if index is None else features[index]
+
+    def _query_table(self, codes):
+        """The head's query features and the row of every image in them.
+
+        With the text prior: the prompt features of every fitted domain and of an unseen
+        one ``(n_domains + 1, C, text_dim)`` and each image's row; without: the learned
+        query and None (one query for every image).
+        """
+        if self.query is not None:
+            return self.query, None
+        if self.class_text.shape[1] == 0:
+            raise RuntimeError("The prompt features are set at the start of stage 2.")
+        table = torch.cat([self.class_text, self.class_text.mean(dim=0, keepdim=True)])
+        return table, torch.where(codes < 0, self.n_domains, codes)
+
+    def embed(self, x, codes):
+        """L2-normalised retrieval embeddings ``I'`` of images ``x`` of domains ``codes``."""
+        fmap, pooled = self._encode(x)
+        # the prompts are projected once per domain, then gathered per image
+        features, index = self._query_table(codes)
+        attended = self.head(self._fuse(x, fmap), features, text_index=index)
+        base = self.residual_proj(self._project_image(pooled))
+        return F.normalize(base + self.prior_gate * attended, dim=1)
+
+    def forward(self, x, codes=None):
+        if codes is None:
+            codes = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        return self.embed(x, codes)

@@ -138,7 +138,7 @@ def encode_text(tower: TextTower, texts: Sequence[str]) -> Tensor:
 
     Examples
     --------
-    >>> from skucdr.nn.text import BuiltinTextTower, encode_text
+    >>> from skucdr.tpsnet.text import BuiltinTextTower, encode_text
     >>> tuple(encode_text(BuiltinTextTower(), ["a photo of a digit."]).shape)
     (1, 128)
     """
@@ -197,7 +197,7 @@ class BuiltinTextTower(_FrozenTower):
 
     Examples
     --------
-    >>> from skucdr.nn.text import BuiltinTextTower
+    >>> from skucdr.tpsnet.text import BuiltinTextTower
     >>> tower = BuiltinTextTower()
     >>> tower.tokenize(["an image of a X X."])[0, :9].tolist()
     [2, 5, 7, 18, 4, 21, 21, 22, 3]
@@ -536,7 +536,7 @@ class PromptLearner(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skucdr.nn.text import BuiltinTextTower, PromptLearner
+    >>> from skucdr.tpsnet.text import BuiltinTextTower, PromptLearner
     >>> prompts = PromptLearner(BuiltinTextTower(), n_domains=2, n_classes=3)
     >>> tuple(prompts.all_features().shape)
     (2, 3, 128)
