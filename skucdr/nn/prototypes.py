@@ -10,15 +10,18 @@ __all__ = ["domain_prototypes", "momentum_update_bank"]
 
 @torch.no_grad()
 def momentum_update_bank(bank, index, features, momentum):
-    """Move memory-bank rows ``index`` towards ``features`` and re-normalise them (NPID):
-    ``bank[index] <- normalize(momentum * bank[index] + (1 - momentum) * features)``."""
+    """Move memory-bank rows towards new features and re-normalise them (NPID).
+
+    ``bank[index] <- normalize(momentum * bank[index] + (1 - momentum) * features)``,
+    in place.
+    """
     mixed = momentum * bank[index] + (1 - momentum) * features
     bank[index] = F.normalize(mixed, dim=1)
 
 
 def domain_prototypes(features, domains, n_prototypes, *, merge, max_prototypes,
                       random_state, n_jobs, device, merge_rule="eq9"):
-    """Per-domain prototypes of ``features`` (rows of domains ``0 .. n_domains - 1``).
+    """Per-domain prototypes of ``features``, merged across domains.
 
     Per-domain spherical k-means, translated, matched and (with ``merge``) merged across
     domains by :class:`~skucdr.PrototypeClusterer`.

@@ -59,7 +59,7 @@ class TextPhaseRetriever(BaseRetriever):
     features, one per domain and pseudo-class) and the *phase-only image* (Fourier phase
     with a constant amplitude, which keeps the structure and drops much of the style).
     No code or full text of the paper is public: this is a reconstruction, and every
-    choice the paper does not pin down is in :doc:`methods` (``docs/methods.md``) with
+    choice the paper does not pin down is in :doc:`/methods` (``docs/methods.md``) with
     what it measured.
 
     **Stage 1, DPG** (the first 60% of ``max_epochs``):

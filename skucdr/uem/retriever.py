@@ -50,7 +50,7 @@ class UniversalCDRRetriever(BaseRetriever):
     **Open set**: :meth:`detect_private` implements appendix B.1.
 
     Every choice the paper leaves open, and the measurements behind each default, are
-    in :doc:`methods` (``docs/methods.md``); the equations map to code in its UEM table.
+    in :doc:`/methods` (``docs/methods.md``); the equations map to code in its UEM table.
 
     Parameters
     ----------
@@ -141,11 +141,11 @@ default="auto"
         Shape of one image, None for feature vectors.
     n_features_in_ : int
         Width of a flat input row.
-    input_mean_ : ndarray of shape (n_domains + 1, n_features_in_)
+    input_mean_ : ndarray of shape (n_domains + 1, n_features)
         Per-domain mean of every input feature (row ``k``: ``domains_[k]``; last row:
         the pooled statistics used for unseen domains). Only for feature vectors on the
         built-in MLP encoder.
-    input_scale_ : ndarray of shape (n_domains + 1, n_features_in_)
+    input_scale_ : ndarray of shape (n_domains + 1, n_features)
         Per-domain standard deviation of every input feature (1 where a feature is
         constant), laid out as ``input_mean_``.
 
