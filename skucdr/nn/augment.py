@@ -60,9 +60,7 @@ class ImageAugment:
     blur_p : float, default=0.0
         Probability of a Gaussian blur (SimCLR's augmentation; makes the encoder
         tolerant of resolution and sharpness, e.g. low-resolution scans versus photos).
-        Off by default: measured with UEM's stage 1 (16 epochs, seed 0), ``blur_p=0.5``
-        gave cross-domain mAP@All 0.40 / 0.45 on MNIST<->MNIST-M (0.51 / 0.50 without)
-        and 0.63 / 0.62 on MNIST<->optdigits (0.64 / 0.64 without).
+        Off by default: it lost on the digit domains (:ref:`augmentation`).
     blur_sigma : tuple of float, default=(0.1, 2.0)
         Range of the blur's standard deviation, in pixels of the input.
     amplitude_mix_p : float, default=0.5
@@ -72,23 +70,11 @@ class ImageAugment:
         retrievers' batches hold every domain in equal shares, so about half the
         partners come from another domain: the network sees each image in the other
         domains' "styles" (colour statistics, texture, sharpness) and learns to ignore
-        them. 0 turns it off (and draws no random numbers). Measured with
-        UniversalCDRRetriever's defaults (``benchmarks/quality.py``, mean of 2 seeds):
-        closed-set MNIST<->MNIST-M cross-domain mAP@All 0.65 / 0.67 against 0.57 / 0.60
-        without, partial 0.54 / 0.64 against 0.45 / 0.60 (within-MNIST-M mAP@All 0.43
-        against 0.38, seed 0); MNIST<->optdigits 0.77 / 0.78 against 0.78 / 0.79.
+        them. 0 turns it off (and draws no random numbers). See :ref:`augmentation`.
     amplitude_mix_eta : float, default=1.0
         Largest mixing weight: ``lambda ~ U(0, amplitude_mix_eta)`` per image (FACT's
-        value: up to a complete exchange of the two amplitude spectra). The figures
-        above were measured with 0.5, before per-domain batch norm; without it, 1.0
-        (seed 0) gave 0.70 / 0.67 on MNIST<->MNIST-M but 0.74 / 0.72 on
-        MNIST<->optdigits. With the retrievers' ``domain_norm=True`` (mean of 2 seeds,
-        closed set, 0.5 in brackets): UEM 0.762 / 0.707 (0.760 / 0.710) on
-        MNIST<->MNIST-M and 0.866 / 0.868 (0.846 / 0.826) on MNIST<->optdigits, TPSNet
-        0.704 / 0.664 (0.702 / 0.665) and 0.833 / 0.833 (0.791 / 0.792); UEM's partial
-        and open-set figures and its private-query detection rise too, its closed set
-        on the held-out optdigits<->MNIST-M falls by 0.015 / 0.028
-        (``docs/methods.md``).
+        value: up to a complete exchange of the two amplitude spectra). Lower it when
+        the domains share their style and differ in content.
     random_conv_p : float, default=0.0
         Probability that an image is passed through a random convolution (RandConv, Xu
         et al., ICLR 2021): one filter bank per image, ``C`` to ``C`` channels, weights
@@ -96,10 +82,9 @@ class ImageAugment:
         per image and blended with the input, ``(1 - a) x + a conv(x)``, ``a ~ U(0, 1)``.
         It randomises local texture and colour while keeping shapes, after the colour
         jitter and before the amplitude mix. 0 turns it off (and draws no random
-        numbers). UniversalCDRRetriever's ``augment="auto"`` uses 0.5 (closed set,
-        mean of 2 seeds, cross-domain mAP@All: MNIST<->MNIST-M 0.856 / 0.821 against
-        0.803 / 0.747 without); TextPhaseRetriever's keeps 0 (2 seeds: +0.005 / +0.019
-        on MNIST<->MNIST-M, -0.034 / -0.029 on MNIST<->optdigits; ``docs/methods.md``).
+        numbers). UniversalCDRRetriever's ``augment="auto"`` uses 0.5,
+        TextPhaseRetriever's 0 (:ref:`augmentation`): it pays where domains differ in
+        colour and texture rather than shape.
     random_conv_kernels : tuple of int, default=(1, 3, 5, 7)
         Odd kernel sizes; one is drawn per batch.
 
@@ -108,9 +93,7 @@ class ImageAugment:
     The colour defaults are stronger than SimCLR's (hue 0.1, grey-scale 0.2, no
     inversion): across domains, colour, background and polarity (dark-on-light versus
     light-on-dark) are what differs, and instance discrimination otherwise learns to
-    separate images by them. Measured on MNIST<->MNIST-M with UEM's two-view stage 1
-    (20 epochs): cross-domain mAP@All 0.54 with these defaults; TPSNet's warm-up rose
-    from 0.27 to 0.42 with them.
+    separate images by them (:ref:`augmentation`).
 
     Saturation, hue and grey-scale act on three-channel (RGB) batches only; other
     channel counts (grey, or RGB plus a phase channel from
@@ -328,20 +311,8 @@ class FeatureAugment:
 
     Notes
     -----
-    Measured with UniversalCDRRetriever's defaults on features of the digit domains
-    (``benchmarks/feature_vectors.py``, mean of 2 seeds, closed-set cross-domain
-    mAP@All, MNIST→optdigits / optdigits→MNIST, then MNIST→MNIST-M / MNIST-M→MNIST).
-    HOG features: 0.70 / 0.71, 0.40 / 0.46 with these defaults; 0.41 / 0.41,
-    0.26 / 0.29 with the former noise 0.05 and dropout 0.1; the input features
-    themselves 0.36 / 0.29, 0.31 / 0.28. Pooled features of a CNN trained with labels on
-    optdigits alone: 0.56 / 0.55 against 0.48 / 0.43 (input 0.47 / 0.48); on MNIST-M,
-    where those features carry little (input 0.23 / 0.24), 0.19 / 0.22 (former: 0.19 / 0.24).
-    In a seed-0 sweep of the same protocol, noise 0.2 with dropout 0.3, 0.4 or 0.5, noise
-    0.1 with dropout 0.5 and noise 0.4 with dropout 0.3 were each below noise 0.3 /
-    dropout 0.3 on at least two of the four feature-and-pair combinations; noise 0.3 with
-    dropout 0.2 was within seed-to-seed spread of it (higher summed over both directions
-    on three combinations, by 0.02-0.07; lower on HOG MNIST<->optdigits, 0.67 / 0.70
-    against 0.71 / 0.72).
+    The defaults beat weaker noise and dropout on HOG features and on the pooled
+    features of CNNs trained on one domain (:ref:`feature-standardisation`).
     """
 
     noise: float = 0.3

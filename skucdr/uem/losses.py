@@ -154,8 +154,7 @@ def switchable_nn_loss(z, own_prototypes, other_prototypes, other_bank, tau, *, 
     positives are :math:`P^{B'}_{s_i}`, plus :math:`m^B_{n_i}` when :math:`t_i = s_i`
     (the neighbour is "convincing"); the negatives are all of :math:`P^{B'}` and the
     neighbour. Eq. 17 as printed also puts the whole bank of B in the denominator, which
-    pushes every same-category instance of B away from the query (measured, not
-    adopted: docs/methods.md).
+    pushes every same-category instance of B away from the query (:ref:`uem-stage2`).
 
     Parameters
     ----------
