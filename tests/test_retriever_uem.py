@@ -430,3 +430,21 @@ def test_a_feature_constant_in_a_domain_keeps_unit_scale(two_domains):
     model = UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
     assert model.input_scale_[0, 0] == 1.0 and model.input_mean_[0, 0] == 7.0
     assert np.isfinite(model.transform(X, sample_domain=d)).all()
+
+
+@pytest.mark.parametrize("bad", [{"max_epochs": 0}, {"alignment": "adversarial"},
+                                 {"augment": "strong"}])
+def test_fit_transform_validates_exactly_as_fit(two_domains, bad):
+    """Both go through ``_fit_context``: the same parameter check, the same message."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, _, d = two_domains
+    messages = []
+    for method in ("fit", "fit_transform"):
+        with pytest.raises(InvalidParameterError) as info:
+            getattr(UniversalCDRRetriever(**{**TINY, **bad}), method)(X, sample_domain=d)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    Z = UniversalCDRRetriever(**TINY).fit_transform(X, sample_domain=d)
+    np.testing.assert_array_equal(
+        Z, UniversalCDRRetriever(**TINY).fit(X, sample_domain=d).transform(X, sample_domain=d))
