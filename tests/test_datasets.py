@@ -1,6 +1,7 @@
 """Tests of skucdr.datasets: digit domains, image folders, category shift."""
 
 import builtins
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,7 +204,7 @@ def test_image_folder_errors(folder, tmp_path_factory):
     with pytest.raises(ValueError, match="no domain folder"):
         load_image_folder_domains(empty_root)
     (empty_root / "art").mkdir()
-    with pytest.raises(ValueError, match="holds no class folder"):
+    with pytest.raises(ValueError, match="holds no image .* and no class folder"):
         load_image_folder_domains(empty_root)
 
 
@@ -301,3 +302,144 @@ def test_category_shift_errors():
     bad = dict(y, B=y["B"][:10])
     with pytest.raises(ValueError, match="Domain 'B' has 10 rows"):
         split.apply(bad)
+
+
+# ------------------------------------------------------ image decoding and both layouts
+def _save(path, image, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
+def test_read_image_handles_bit_depths_palettes_alpha_and_grey(tmp_path):
+    from PIL import Image
+
+    from skucdr.datasets import read_image
+
+    # 16-bit grey PNG: 40000 / 65535, not saturated at 1.0
+    grey16 = Image.fromarray(np.full((6, 6), 40000, dtype=np.uint16))
+    out = read_image(_save(tmp_path / "g16.png", grey16), 6)
+    np.testing.assert_allclose(out, 40000 / 65535, atol=1e-4)
+    # a 16-bit ramp keeps its order and range
+    ramp = Image.fromarray(np.tile(np.linspace(0, 65535, 8).astype(np.uint16), (8, 1)))
+    row = read_image(_save(tmp_path / "ramp16.png", ramp), 8)[0, 0]
+    assert row[0] == 0.0 and row[-1] == pytest.approx(1.0) and np.all(np.diff(row) > 0)
+    assert (read_image(tmp_path / "ramp16.png", 8) == 1.0).mean() < 0.2
+    # palette image with a transparent index: transparent pixels over white
+    pal = Image.new("P", (4, 4), 0)
+    pal.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+    pal.putpixel((0, 0), 1)
+    out = read_image(_save(tmp_path / "pal.png", pal, transparency=1), 4)
+    np.testing.assert_allclose(out[:, 0, 0], [1, 1, 1])  # transparent -> white
+    np.testing.assert_allclose(out[:, 3, 3], [1, 0, 0])  # red
+    # RGBA, half transparent black over white: mid grey
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 128))
+    out = read_image(_save(tmp_path / "rgba.png", rgba), 4)
+    np.testing.assert_allclose(out, 127 / 255, atol=2 / 255)
+    # grey-scale 8 bit and 1 bit
+    out = read_image(_save(tmp_path / "l.png", Image.new("L", (4, 4), 51)), 4)
+    np.testing.assert_allclose(out, 0.2, atol=1e-6)
+    assert out.shape == (3, 4, 4) and out.dtype == np.float32
+    out = read_image(_save(tmp_path / "one.png", Image.new("1", (4, 4), 1)), 4)
+    np.testing.assert_allclose(out, 1.0)
+
+
+def test_read_image_applies_the_exif_orientation(tmp_path):
+    from PIL import Image
+
+    from skucdr.datasets import read_image
+
+    pixels = np.zeros((4, 8, 3), dtype=np.uint8)  # 4 high, 8 wide; left half white
+    pixels[:, :4] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = _save(tmp_path / "rotated.jpg", image, exif=exif, quality=100)
+    upright = read_image(path, 8)[0]
+    # displayed 8 high and 4 wide, the white half on top
+    assert upright[:3].mean() > 0.9 and upright[5:].mean() < 0.1
+
+
+def test_unlabeled_folders_keep_every_path(tmp_path):
+    from PIL import Image
+
+    from skucdr.datasets import scan_image_folders
+
+    for domain, value in (("photos", 10), ("sketches", 200)):
+        for i in range(3):
+            _save(tmp_path / domain / f"{i}.png", Image.new("L", (5, 7), value + i))
+    (tmp_path / "photos" / "readme.txt").write_text("ignored")
+    data, names, paths = load_image_folder_domains(tmp_path, image_size=4,
+                                                   return_class_names=True, return_paths=True)
+    assert names is None and list(data) == ["photos", "sketches"]
+    X, y = data["sketches"]
+    assert y is None and X.shape == (3, 3, 4, 4)
+    assert [Path(p).name for p in paths["sketches"]] == ["0.png", "1.png", "2.png"]
+    np.testing.assert_allclose(X[2], 202 / 255, atol=1e-6)  # row i is read from paths[i]
+    folders = scan_image_folders(tmp_path, ["sketches", "photos"])
+    assert not folders.labelled and folders.domains == ["sketches", "photos"]
+    flat_paths, sample_domain, labels = folders.flat()
+    assert labels is None and list(sample_domain) == ["sketches"] * 3 + ["photos"] * 3
+    assert all(Path(p).parent.name == d for p, d in zip(flat_paths, sample_domain))
+
+
+def test_layout_errors_and_names_that_are_not_folder_names(folder, tmp_path):
+    from PIL import Image
+
+    from skucdr.datasets import scan_image_folders
+
+    Image.new("L", (3, 3)).save(folder / "art" / "loose.png")
+    with pytest.raises(ValueError, match="both image files and subfolders"):
+        scan_image_folders(folder, ["art"])
+    mixed = tmp_path / "mixed"
+    _save(mixed / "a" / "x.png", Image.new("L", (3, 3)))
+    _save(mixed / "b" / "cls" / "x.png", Image.new("L", (3, 3)))
+    with pytest.raises(ValueError, match="mix layouts"):
+        scan_image_folders(mixed)
+    with pytest.raises(ValueError, match="classes was given"):
+        scan_image_folders(mixed, ["a"], classes=["cls"])
+    (tmp_path / "outside").mkdir()
+    for name in ("../outside", str(tmp_path / "outside"), "b/cls", "..", ""):
+        with pytest.raises(ValueError, match="not a folder name"):
+            scan_image_folders(mixed, [name])
+    with pytest.raises(ValueError, match="not a folder name"):
+        scan_image_folders(folder, ["photo"], classes=["../art"])
+
+
+def test_unreadable_files_raise_or_are_named_in_a_warning(tmp_path):
+    from PIL import Image
+
+    for i in range(2):
+        _save(tmp_path / "d" / f"{i}.png", Image.new("L", (3, 3), 100))
+    (tmp_path / "d" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"Could not read image file .*broken\.png"):
+        load_image_folder_domains(tmp_path, image_size=3)
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image file\(s\): .*broken\.png"):
+        data, paths = load_image_folder_domains(tmp_path, image_size=3, on_error="warn",
+                                                return_paths=True)
+    assert data["d"][0].shape[0] == 2 and [Path(p).name for p in paths["d"]] == ["0.png",
+                                                                                   "1.png"]
+    with pytest.raises(ValueError, match="on_error"):
+        load_image_folder_domains(tmp_path, on_error="ignore")
+
+
+def test_image_file_dataset_decodes_lazily_with_workers(tmp_path):
+    import torch
+    from PIL import Image
+
+    from skucdr.datasets import ImageFileDataset, read_image
+
+    paths = [_save(tmp_path / f"{i}.png", Image.new("RGB", (6, 5), (i * 20, 0, 0)))
+             for i in range(6)]
+    dataset = ImageFileDataset(paths, 4)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
+    batches = list(loader)
+    assert [tuple(b.shape) for b in batches] == [(4, 3, 4, 4), (2, 3, 4, 4)]
+    np.testing.assert_array_equal(torch.cat(batches)[5].numpy(), read_image(paths[5], 4))
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    lenient = ImageFileDataset([tmp_path / "bad.png"], 4, on_error="warn")
+    with pytest.warns(UserWarning, match="bad.png"):
+        assert not lenient[0].any()
+    assert lenient.failed == [str(tmp_path / "bad.png")]
+    with pytest.raises(ValueError, match="bad.png"):
+        ImageFileDataset([tmp_path / "bad.png"], 4)[0]
