@@ -436,8 +436,11 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         distances : ndarray of shape (n_queries, n_neighbors), float32
             Cosine distances ``1 - cos``, ascending. Only when ``return_distance``.
         indices : ndarray of shape (n_queries, n_neighbors), int64
-            Row numbers in the gallery (the fitted rows, or the last :meth:`index_gallery`
-            catalogue, in the order given).
+            Row numbers in the gallery: the rows of the fitted ``X`` (for a mapping, its
+            domains joined in the mapping's order, each in its own row order), or of the
+            last :meth:`index_gallery` catalogue laid out the same way. Keep the file of
+            every row beside it (``load_image_folder_domains(..., return_paths=True)``)
+            to map hits back to files.
         """
         check_is_fitted(self, "net_")
         if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:

@@ -1,6 +1,9 @@
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from skucdr.cli import main
@@ -42,3 +45,117 @@ def test_demo_trains_uem_briefly(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "UniversalCDRRetriever" in out
     assert list(tmp_path.glob("*.png"))
+
+
+# ------------------------------------------------- your own folders, through the command
+def _write_folders(root, labelled, n_per_class=6):
+    """Two domains of 12x12 PNGs, a bar whose position is the class; the second tinted."""
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    for domain, tint in (("photos", 0), ("sketches", 90)):
+        for c in range(3):
+            folder = root / domain / f"class{c}" if labelled else root / domain
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n_per_class):
+                pixels = (rng.rand(12, 12, 3) * 40).astype(np.uint8)
+                pixels[2 + 3 * c: 4 + 3 * c, 2:10] = 220
+                pixels[..., 0] = np.clip(pixels[..., 0].astype(int) + tint, 0, 255)
+                Image.fromarray(pixels).save(folder / f"c{c}_{i}.png")
+    return root
+
+
+def _run(*argv):
+    """``python -m skucdr.cli ARGS`` in a subprocess: the command as users run it."""
+    return subprocess.run([sys.executable, "-m", "skucdr.cli", *map(str, argv)],
+                          capture_output=True, text=True)
+
+
+FIT = ("--image-size", "12", "--max-epochs", "2", "--quiet", "--device", "cpu")
+
+
+def test_fit_query_index_evaluate_on_unlabeled_and_labelled_folders(tmp_path):
+    pytest.importorskip("PIL")
+    unlabeled = _write_folders(tmp_path / "unlabeled", labelled=False)
+    model = tmp_path / "model.joblib"
+    fitted = _run("fit", unlabeled, "--domains", "photos", "sketches", "--out", model, *FIT)
+    assert fitted.returncode == 0, fitted.stderr
+    assert "photos (18 images), sketches (18 images)" in fitted.stdout and model.is_file()
+
+    queries = sorted((unlabeled / "photos").glob("c1_*.png"))[:2]
+    figure = tmp_path / "hits.png"
+    found = _run("query", model, *queries, "--query-domain", "photos", "-k", "3",
+                 "--figure", figure)
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    hits = [ln.split() for ln in lines if ln.startswith("   ")]
+    assert len(hits) == 6 and lines[0] == str(queries[0])
+    for rank, distance, path in hits:  # every hit is a file of the other domain
+        assert Path(path).is_file() and Path(path).parent.name == "sketches"
+    distances = [float(h[1]) for h in hits[:3]]
+    assert distances == sorted(distances)
+    assert figure.is_file()
+
+    # a catalogue: replace the gallery, then append to it
+    catalogue = _write_folders(tmp_path / "catalogue", labelled=False, n_per_class=2)
+    assert _run("index", model, catalogue, "--domains", "sketches", "--quiet").returncode == 0
+    found = _run("query", model, queries[0], "--query-domain", "photos", "-k", "6")
+    paths = [ln.split()[2] for ln in found.stdout.splitlines() if ln.startswith("   ")]
+    assert len(paths) == 6 and all(str(catalogue) in p for p in paths)
+    appended = _run("index", model, unlabeled, "--domains", "sketches", "--append", "--quiet")
+    assert "Gallery of" in appended.stdout and "24 images" in appended.stdout
+
+    labelled = _write_folders(tmp_path / "labelled", labelled=True)
+    report = tmp_path / "report.json"
+    evaluated = _run("evaluate", model, labelled, "--json", report, "--open-set", "--quiet")
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(report.read_text())
+    assert {(r["query_domain"], r["gallery_domain"]) for r in result["directions"]} == {
+        ("photos", "sketches"), ("sketches", "photos")}
+    assert all(0 <= r["map_all"] <= 1 for r in result["directions"])
+    assert result["class_names"] == ["class0", "class1", "class2"]
+    assert len(result["open_set"]) == 2 and all(r["n_private"] == 0 for r in result["open_set"])
+
+
+def test_tpsnet_fits_through_the_command(tmp_path):
+    pytest.importorskip("PIL")
+    root = _write_folders(tmp_path / "folders", labelled=True, n_per_class=4)
+    model = tmp_path / "tpsnet.joblib"
+    fitted = _run("fit", root, "--out", model, "--method", "tpsnet", "--image-size", "12",
+                  "--max-epochs", "3", "--quiet", "--device", "cpu")
+    assert fitted.returncode == 0, fitted.stderr
+    assert "class folders are not used for training" in fitted.stdout
+    assert "TextPhaseRetriever" in fitted.stdout
+
+
+def test_errors_are_one_line_with_a_non_zero_status(tmp_path):
+    pytest.importorskip("PIL")
+    unlabeled = _write_folders(tmp_path / "unlabeled", labelled=False, n_per_class=2)
+    missing = _run("fit", tmp_path / "nowhere", "--out", tmp_path / "m.joblib")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().startswith("skucdr fit: error: Image folder root")
+    assert len(missing.stderr.strip().splitlines()) == 1
+    not_a_model = tmp_path / "junk.joblib"
+    not_a_model.write_bytes(b"junk")
+    bad = _run("query", not_a_model, next(unlabeled.rglob("*.png")))
+    assert bad.returncode == 2 and "not a skucdr model file" in bad.stderr
+    outside = _run("fit", unlabeled, "--domains", "../unlabeled", "--out", tmp_path / "m")
+    assert outside.returncode == 2 and "not a folder name" in outside.stderr
+    model = tmp_path / "m.joblib"
+    assert _run("fit", unlabeled, "--out", model, *FIT).returncode == 0
+    unlabeled_eval = _run("evaluate", model, unlabeled)
+    assert unlabeled_eval.returncode == 2 and "holds no class folders" in unlabeled_eval.stderr
+    bad_k = _run("query", model, next(unlabeled.rglob("*.png")), "-k", "0")
+    assert bad_k.returncode == 2 and "positive int" in bad_k.stderr
+    version = _run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("skucdr ")
+    for command in ("fit", "index", "query", "evaluate", "demo"):
+        assert _run(command, "--help").returncode == 0
+
+
+def test_the_demo_figure_shows_one_query_per_class():
+    from skucdr.cli.demo import one_query_per_class
+
+    y = np.repeat([3, 1, 2], 4)
+    rows = np.arange(12)
+    assert one_query_per_class(y, rows).tolist() == [4, 8, 0]  # classes 1, 2, 3

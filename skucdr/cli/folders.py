@@ -1,0 +1,334 @@
+"""``skucdr fit | index | query | evaluate``: a retriever on your own image folders.
+
+A model file is a joblib file holding the fitted retriever, the image size it was
+trained at, and the file of every gallery row, so that every hit maps back to a file.
+Loading it runs pickle: only load model files you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .demo import make_retriever
+from .figures import save_hit_grid
+
+MODEL_FORMAT = "skucdr-model"
+MODEL_VERSION = 1
+
+
+# --------------------------------------------------------------------- the model file
+def save_model(path, retriever, *, image_size, gallery_paths):
+    """Write the model file: the retriever, its image size and its gallery's files."""
+    import joblib
+
+    bundle = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "retriever": retriever,
+              "image_size": int(image_size),
+              "gallery_paths": np.asarray(gallery_paths, dtype=object)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    joblib.dump(bundle, tmp)
+    tmp.replace(path)  # a crash never leaves a half-written model behind
+
+
+def load_model(path):
+    """The model file's contents, checked; a one-line ``ValueError`` otherwise."""
+    import joblib
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist.")
+    try:
+        bundle = joblib.load(path)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a model"
+        raise ValueError(f"{str(path)!r} is not a skucdr model file ({exc}).") from exc
+    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a skucdr model file "
+                         "(write one with `skucdr fit`).")
+    return bundle
+
+
+# -------------------------------------------------------------------------- helpers
+def _batches(paths, image_size, batch_size, workers):
+    """Decoded images of ``paths`` in order, one batch at a time (flat memory)."""
+    import torch
+
+    from skucdr.datasets import ImageFileDataset
+
+    loader = torch.utils.data.DataLoader(
+        ImageFileDataset(paths, image_size), batch_size=batch_size, num_workers=workers)
+    for batch in loader:
+        yield batch.numpy()
+
+
+def embed_files(retriever, paths, sample_domain, image_size, *, batch_size=256, workers=0,
+                progress=False):
+    """Embeddings of image files, decoded and embedded batch by batch."""
+    sample_domain = np.asarray(sample_domain, dtype=object)
+    out = np.empty((len(paths), retriever.n_components), dtype=np.float32)
+    batches = _batches(paths, image_size, batch_size, workers)
+    if progress:
+        from tqdm.auto import tqdm  # installed with skorch
+
+        batches = tqdm(batches, total=-(-len(paths) // batch_size), desc="embedding",
+                       unit="batch")
+    start = 0
+    for X in batches:
+        stop = start + len(X)
+        out[start:stop] = retriever.transform(
+            X, sample_domain=_as_fitted_type(retriever, sample_domain[start:stop]))
+        start = stop
+    return out
+
+
+def _as_fitted_type(retriever, sample_domain):
+    """Domain names from folders or the command line (str) as the fitted domain labels
+    are typed: ints for a model fitted with int domains, else str."""
+    names = np.asarray(sample_domain, dtype=object)
+    if retriever.domains_.dtype.kind in "iu":
+        try:
+            return names.astype(np.int64)
+        except ValueError:
+            raise ValueError(
+                f"the model's domains are ints {retriever.domains_.tolist()}; got "
+                f"{sorted(set(names.tolist()))}.") from None
+    return names.astype(str).astype(object)
+
+
+def _folders(root, domains, *, labelled=False):
+    from skucdr.datasets import scan_image_folders
+
+    folders = scan_image_folders(root, domains)
+    if labelled and not folders.labelled:
+        raise ValueError(
+            f"{str(root)!r} holds no class folders: evaluation needs "
+            "root/<domain>/<class>/<image> (labels are used for scoring only)."
+        )
+    return folders
+
+
+# ------------------------------------------------------------------------- commands
+def run_fit(args):
+    from skucdr.datasets import read_images
+
+    folders = _folders(args.root, args.domains)
+    if len(folders.domains) < 2:
+        print(f"Note: one domain ({folders.domains[0]}); cross-domain terms are off.")
+    paths, sample_domain, _ = folders.flat()
+    print("Domains: " + ", ".join(f"{d} ({len(folders.paths[d])} images)"
+                                  for d in folders.domains)
+          + ("; class folders are not used for training." if folders.labelled else "."))
+    X, _ = read_images(paths, args.image_size)
+    params = {} if args.encoder is None else {"encoder": args.encoder}
+    if args.device is not None:
+        params["device"] = args.device
+    retriever = make_retriever(args.method, max_epochs=args.max_epochs, seed=args.seed,
+                               verbose=0 if args.quiet else 1, **params)
+    print(f"Training {type(retriever).__name__} (no labels) ...")
+    start = time.perf_counter()
+    retriever.fit(X, sample_domain=sample_domain)
+    print(f"Fitted in {time.perf_counter() - start:.0f} s.")
+    save_model(args.out, retriever, image_size=args.image_size, gallery_paths=paths)
+    print(f"Model: {args.out} (gallery: the {len(paths)} fitted images)")
+
+
+def run_index(args):
+    bundle = load_model(args.model)
+    retriever = bundle["retriever"]
+    folders = _folders(args.root, args.domains)
+    paths, sample_domain, _ = folders.flat()
+    Z = embed_files(retriever, paths, sample_domain, bundle["image_size"],
+                    batch_size=args.batch_size, workers=args.workers,
+                    progress=not args.quiet)
+    sample_domain = _as_fitted_type(retriever, sample_domain)
+    if args.append:
+        Z = np.concatenate([retriever.gallery_embedding_, Z])
+        sample_domain = np.concatenate([retriever.gallery_domain_, sample_domain])
+        paths = np.concatenate([bundle["gallery_paths"], paths])
+    retriever._set_gallery(Z, sample_domain)
+    save_model(args.model, retriever, image_size=bundle["image_size"], gallery_paths=paths)
+    counts = ", ".join(f"{d} {int((sample_domain == d).sum())}"
+                       for d in dict.fromkeys(sample_domain.tolist()))
+    print(f"Gallery of {args.model}: {len(paths)} images ({counts}).")
+
+
+def run_query(args):
+    from skucdr.datasets import read_images
+
+    bundle = load_model(args.model)
+    retriever = bundle["retriever"]
+    X, _ = read_images(args.images, bundle["image_size"])
+    query_domain = args.query_domain
+    if query_domain is None:
+        print("Note: no --query-domain; the queries are embedded as an unseen domain.",
+              flush=True)
+        sample_domain = None
+    else:
+        sample_domain = _as_fitted_type(retriever, [query_domain] * len(X))
+    gallery = None if args.gallery_domain is None else _as_fitted_type(
+        retriever, [args.gallery_domain])[0]
+    k = args.k
+    dist, idx = retriever.kneighbors(X, n_neighbors=k, sample_domain=sample_domain,
+                                     gallery_domain=gallery)
+    hits = bundle["gallery_paths"][idx]
+    for image, row_paths, row_dist in zip(args.images, hits, dist):
+        print(image)
+        for rank, (path, d) in enumerate(zip(row_paths, row_dist), start=1):
+            print(f"  {rank:>2}  {d:.4f}  {path}")
+    if args.figure:
+        from skucdr.datasets import read_images as decode
+
+        hits_X = decode(hits.ravel(), bundle["image_size"])[0].reshape(
+            len(X), k, *X.shape[1:])
+        saved = save_hit_grid(
+            args.figure, X, hits_X, query_titles=[Path(p).name for p in args.images],
+            hit_titles=[[f"{Path(p).parent.name}/{Path(p).name}\n{d:.3f}"
+                         for p, d in zip(r, rd)] for r, rd in zip(hits, dist)],
+            title="Queries and their nearest gallery images (cosine distance)",
+        )
+        if saved is not None:
+            print(f"Figure: {saved}")
+
+
+def run_evaluate(args):
+    from skucdr.metrics import retrieval_report
+
+    bundle = load_model(args.model)
+    retriever = bundle["retriever"]
+    folders = _folders(args.root, args.domains, labelled=True)
+    paths, sample_domain, y = folders.flat()
+    Z = embed_files(retriever, paths, sample_domain, bundle["image_size"],
+                    batch_size=args.batch_size, workers=args.workers,
+                    progress=not args.quiet)
+    domains = sample_domain.astype(str)
+    report = retrieval_report(Z, y, domains)
+    print(report)
+    result = {"model": str(args.model), "root": str(args.root),
+              "class_names": folders.class_names,
+              "directions": [dict(row) for row in report.rows]}
+    if args.open_set:
+        result["open_set"] = _open_set(retriever, bundle, paths, domains, y, Z)
+        for row in result["open_set"]:
+            print(f"open set {row['query']} -> {row['gallery']}: detection accuracy "
+                  f"{row['accuracy']:.3f} ({row['n_private']} of {row['n_queries']} "
+                  "queries without their class in the gallery)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=float))
+        print(f"Results: {args.json}")
+    return result
+
+
+def _open_set(retriever, bundle, paths, domains, y, Z):
+    """Detection accuracy of ``detect_private`` per ordered pair of the folder's domains:
+    a query is private when its class has no image in the gallery domain."""
+    from skucdr.datasets import read_images
+
+    rows = []
+    names = list(dict.fromkeys(domains.tolist()))
+    fitted_domains = _as_fitted_type(retriever, domains)
+    retriever._set_gallery(Z, fitted_domains)  # the folder's images are the gallery
+    for query in names:
+        q = np.flatnonzero(domains == query)
+        X_q, _ = read_images(paths[q], bundle["image_size"])
+        for gallery in names:
+            if query == gallery:
+                continue
+            g = np.flatnonzero(domains == gallery)
+            flagged = retriever.detect_private(
+                X_q, sample_domain=fitted_domains[q],
+                gallery_domain=fitted_domains[g[0]])
+            private = ~np.isin(y[q], y[g])
+            rows.append({"query": query, "gallery": gallery, "n_queries": int(len(q)),
+                         "n_private": int(private.sum()),
+                         "accuracy": float((flagged == private).mean())})
+    return rows
+
+
+def add_parsers(sub):
+    fit = sub.add_parser(
+        "fit", help="train a retriever on unlabeled image folders and save it",
+        description="Train on ROOT/<domain>/<image> (or ROOT/<domain>/<class>/<image>, "
+                    "whose class folders are ignored for training) and save a model file "
+                    "whose gallery is the fitted images.")
+    fit.add_argument("root", help="folder holding one subfolder per domain")
+    fit.add_argument("--domains", nargs="+", default=None, metavar="DOMAIN",
+                     help="domain folder names (default: every subfolder of ROOT)")
+    fit.add_argument("--out", required=True, help="model file to write")
+    fit.add_argument("--method", choices=("uem", "tpsnet"), default="uem",
+                     help="uem = UniversalCDRRetriever (default), tpsnet = TextPhaseRetriever")
+    fit.add_argument("--encoder", default=None,
+                     help="backbone: auto, cnn, resnet18, resnet50 (default: the "
+                          "estimator's)")
+    fit.add_argument("--image-size", type=_positive_int, default=64,
+                     help="images are resized to this square side (default: 64)")
+    fit.add_argument("--max-epochs", type=_positive_int, default=None,
+                     help="training epochs (default: the estimator's)")
+    fit.add_argument("--device", default=None, help="cpu, cuda or auto (default: auto)")
+    fit.add_argument("--seed", type=int, default=0, help="random_state (default: 0)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar or loss lines")
+    fit.set_defaults(run=run_fit)
+
+    index = sub.add_parser(
+        "index", help="make image folders the model's gallery (the catalogue to search)",
+        description="Embed ROOT/<domain>/<image> with the model, batch by batch, and save "
+                    "them as its gallery (replacing it, or after it with --append).")
+    index.add_argument("model", help="model file written by `skucdr fit`")
+    index.add_argument("root", help="folder holding one subfolder per catalogue domain")
+    index.add_argument("--domains", nargs="+", default=None, metavar="DOMAIN")
+    index.add_argument("--append", action="store_true",
+                       help="add to the current gallery instead of replacing it")
+    _add_loader_options(index)
+    index.set_defaults(run=run_index)
+
+    query = sub.add_parser(
+        "query", help="print the gallery files nearest to query images",
+        description="For each IMAGE, print its k nearest gallery images: rank, cosine "
+                    "distance and file path.")
+    query.add_argument("model", help="model file written by `skucdr fit`")
+    query.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
+    query.add_argument("--query-domain", default=None,
+                       help="the domain the query images come from (default: unseen)")
+    query.add_argument("--gallery-domain", default=None,
+                       help="search this gallery domain only (default: every domain "
+                            "but the query's)")
+    query.add_argument("-k", type=_positive_int, default=5, help="hits per query (default: 5)")
+    query.add_argument("--figure", default=None, help="PNG file of queries and hits")
+    query.set_defaults(run=run_query)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="score the model on labelled folders (mAP@All, P@1/5/15)",
+        description="Embed ROOT/<domain>/<class>/<image> and report mAP@All and P@1/5/15 "
+                    "for every ordered pair of domains; labels come from the class "
+                    "folders and are used for scoring only.")
+    evaluate.add_argument("model", help="model file written by `skucdr fit`")
+    evaluate.add_argument("root", help="folder with ROOT/<domain>/<class>/<image>")
+    evaluate.add_argument("--domains", nargs="+", default=None, metavar="DOMAIN")
+    evaluate.add_argument("--json", default=None, help="also write the results as JSON")
+    evaluate.add_argument("--open-set", action="store_true",
+                          help="also report detect_private's accuracy per direction")
+    _add_loader_options(evaluate)
+    evaluate.set_defaults(run=run_evaluate)
+
+
+def _add_loader_options(parser):
+    parser.add_argument("--batch-size", type=_positive_int, default=256,
+                        help="images decoded and embedded at a time (default: 256)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader processes decoding images (default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _positive_int(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive int")
+    return value
