@@ -20,6 +20,7 @@ _PUBLIC = {
 _SUBMODULES = (
     "cluster",
     "datasets",
+    "label_free",
     "metrics",
     "model_selection",
     "neighbors",

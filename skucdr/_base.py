@@ -39,7 +39,13 @@ from sklearn.utils.validation import check_is_fitted
 from ._domains import check_domain_input, unpack_domains
 from ._sklearn_compat import Interval, StrOptions, _fit_context
 from .nn.domain_norm import convert_domain_batchnorm, domain_codes
-from .nn.encoders import ENCODER_NAMES, build_encoder
+from .nn.encoders import (
+    ENCODER_NAMES,
+    FeatureInput,
+    FrozenEncoder,
+    build_encoder,
+    encode_frozen,
+)
 from .nn.training import device_available, resolve_device, train_objective
 
 __all__ = ["BaseRetriever"]
@@ -71,7 +77,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "encoder": [StrOptions(set(ENCODER_NAMES)), torch.nn.Module],
+        "encoder": [StrOptions(set(ENCODER_NAMES)), torch.nn.Module, FrozenEncoder],
         "encoder_weights": [str, os.PathLike, None],
         "domain_norm": ["boolean"],
         "augment": [StrOptions({"auto"}), callable, None],
@@ -185,22 +191,35 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return ((X - mean[codes]) / self.input_scale_[codes]).astype(np.float32, copy=False)
 
     def _training_inputs(self, data, codes):
-        """The fitted rows as a CPU tensor (images reshaped, features standardised per
-        domain when :meth:`_standardizes_inputs` says so) and the encoder to train."""
+        """The rows to train on as a CPU tensor (images reshaped, features standardised
+        per domain when :meth:`_standardizes_inputs` says so), the encoder to train, and
+        the frozen backbone or None.
+
+        With ``encoder=FrozenEncoder(...)`` the backbone embeds every image once: the
+        rows to train on are its features, the encoder to train the identity on them
+        (:class:`~skucdr.nn.encoders.FeatureInput`), and the backbone is returned to be
+        put in front of the trained head after the fit."""
         X = self._standardized(data.X, codes)
         # torch warns on read-only arrays (e.g. a float32 DataFrame's values); training
         # never writes to X, but a copy keeps that promise out of torch's hands
         X = torch.from_numpy(X if X.flags.writeable else X.copy())
         if data.image_shape is not None:
             X = X.view(-1, *data.image_shape)
+        frozen = isinstance(self.encoder, FrozenEncoder)
         encoder = build_encoder(
-            self.encoder,
+            self.encoder.encoder if frozen else self.encoder,
             image_shape=data.image_shape,
             n_features=data.X.shape[1],
             encoder_weights=self.encoder_weights,
             example=X[:2],
         )
-        return X, encoder
+        if not frozen:
+            return X, encoder, None
+        for parameter in encoder.parameters():
+            parameter.requires_grad_(False)
+        features = encode_frozen(encoder, X, device=self.device_,
+                                 batch_size=self._inference_batch_size())
+        return features, FeatureInput(encoder.feature_dim), encoder.eval()
 
     @abstractmethod
     def _fit_network(self, data, codes, generator):

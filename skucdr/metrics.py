@@ -41,6 +41,7 @@ from sklearn.utils.metadata_routing import MetadataRequest, get_routing_for_obje
 __all__ = [
     "RetrievalReport",
     "cross_domain_map",
+    "make_label_free_scorer",
     "make_map_scorer",
     "mean_average_precision",
     "precision_at_k",
@@ -764,7 +765,53 @@ def _transform_consumes_domain(estimator):
     return False
 
 
-class _MapScorer:
+class _DomainScorer:
+    """What every skucdr scorer shares: ``sample_domain`` requested through metadata
+    routing, and the estimator's embeddings of the scored rows."""
+
+    def _check_call(self, estimator, sample_domain, kwargs):
+        if kwargs:
+            raise TypeError(
+                f"{self!r} got unexpected metadata {sorted(kwargs)}; only sample_domain is used."
+            )
+        if sample_domain is None:
+            state = "on" if get_config().get("enable_metadata_routing", False) else "OFF"
+            raise ValueError(
+                f"{self!r} received no sample_domain. The score compares domains, so it "
+                "needs the domain of every row: enable metadata routing with "
+                "sklearn.set_config(enable_metadata_routing=True) (or inside "
+                "`with sklearn.config_context(enable_metadata_routing=True):`) and pass "
+                "sample_domain=... to fit / cross_validate(params=...). Metadata routing "
+                f"is currently {state}."
+            )
+        if not hasattr(estimator, "transform"):
+            raise TypeError(
+                f"{self!r} needs an estimator with a transform method that returns "
+                f"embeddings; {type(estimator).__name__} has none."
+            )
+
+    @staticmethod
+    def _transform(estimator, X, sample_domain):
+        if _transform_consumes_domain(estimator):
+            return estimator.transform(X, sample_domain=sample_domain)
+        return estimator.transform(X)
+
+    def get_metadata_routing(self):
+        """Request ``sample_domain`` for ``score`` (public metadata-routing API).
+
+        Returns
+        -------
+        request : sklearn.utils.metadata_routing.MetadataRequest
+        """
+        request = MetadataRequest(owner=self)
+        request.score.add_request(param="sample_domain", alias=True)
+        return request
+
+    def _routing_repr(self):
+        return repr(self)
+
+
+class _MapScorer(_DomainScorer):
     """Scorer returning :func:`cross_domain_map` of an estimator's embeddings.
 
     Built by :func:`make_map_scorer`; see there.
@@ -808,46 +855,12 @@ class _MapScorer:
         score : float
             Mean mAP over ordered domain pairs (greater is better).
         """
-        if kwargs:
-            raise TypeError(
-                f"{self!r} got unexpected metadata {sorted(kwargs)}; only sample_domain is used."
-            )
-        if sample_domain is None:
-            state = "on" if get_config().get("enable_metadata_routing", False) else "OFF"
-            raise ValueError(
-                f"{self!r} received no sample_domain. Cross-domain mAP needs the domain of "
-                "every row: enable metadata routing with "
-                "sklearn.set_config(enable_metadata_routing=True) (or inside "
-                "`with sklearn.config_context(enable_metadata_routing=True):`) and pass "
-                "sample_domain=... to fit / cross_validate(params=...). Metadata routing "
-                f"is currently {state}."
-            )
+        self._check_call(estimator, sample_domain, kwargs)
         if y is None:
-            raise ValueError(f"{self!r} needs the class labels y to compute mAP.")
-        if not hasattr(estimator, "transform"):
-            raise TypeError(
-                f"{self!r} needs an estimator with a transform method that returns "
-                f"embeddings; {type(estimator).__name__} has none."
-            )
-        if _transform_consumes_domain(estimator):
-            embeddings = estimator.transform(X, sample_domain=sample_domain)
-        else:
-            embeddings = estimator.transform(X)
+            raise ValueError(f"{self!r} needs the class labels y to compute mAP; without "
+                             "labels, use make_label_free_scorer().")
+        embeddings = self._transform(estimator, X, sample_domain)
         return cross_domain_map(embeddings, y, sample_domain, **self._kwargs())
-
-    def get_metadata_routing(self):
-        """Request ``sample_domain`` for ``score`` (public metadata-routing API).
-
-        Returns
-        -------
-        request : sklearn.utils.metadata_routing.MetadataRequest
-        """
-        request = MetadataRequest(owner=self)
-        request.score.add_request(param="sample_domain", alias=True)
-        return request
-
-    def _routing_repr(self):
-        return repr(self)
 
     def __repr__(self):
         defaults = {
@@ -912,3 +925,88 @@ def make_map_scorer(
         average=average,
         interpolated=interpolated,
     )
+
+
+class _LabelFreeScorer(_DomainScorer):
+    """Scorer returning a label-free score of an estimator's embeddings.
+
+    Built by :func:`make_label_free_scorer`; see there.
+    """
+
+    def __init__(self, method, params):
+        self.method = method
+        self.params = params
+
+    def __call__(self, estimator, X, y=None, sample_domain=None, **kwargs):
+        """Embed ``X`` with ``estimator.transform`` and score it without labels.
+
+        Parameters
+        ----------
+        estimator : fitted estimator with a ``transform`` method
+        X : array-like of shape (n_samples, ...)
+            Rows of every domain, flat form.
+        y : None
+            Ignored: the score uses no labels.
+        sample_domain : array-like of shape (n_samples,)
+            Domain of every row; delivered by metadata routing.
+        **kwargs : dict
+            Other metadata; none is supported.
+
+        Returns
+        -------
+        score : float
+            Greater is better.
+        """
+        from .label_free import label_free_score
+
+        self._check_call(estimator, sample_domain, kwargs)
+        embeddings = self._transform(estimator, X, sample_domain)
+        return label_free_score(embeddings, np.asarray(sample_domain), method=self.method,
+                                **self.params)
+
+    def __repr__(self):
+        args = [f"method={self.method!r}"] + [f"{k}={v!r}" for k, v in self.params.items()]
+        return f"make_label_free_scorer({', '.join(args)})"
+
+
+def make_label_free_scorer(method="cycle", **params):
+    """Make a scorer for ``GridSearchCV(scoring=...)`` that needs no labels.
+
+    The scorer embeds the test rows with ``estimator.transform(X, sample_domain=...)``
+    and returns a score of the embeddings alone (greater is better), so that
+    hyper-parameters can be chosen on unlabeled data: ``GridSearchCV(...).fit(X,
+    sample_domain=...)`` with no ``y``. Like :func:`make_map_scorer`, it receives
+    ``sample_domain`` through scikit-learn's metadata routing, which must be enabled.
+    How well each score ranks fits as labelled mAP@All does is measured in
+    :ref:`label-free-selection`.
+
+    Parameters
+    ----------
+    method : {"cycle", "mutual_nn", "snd"}, default="cycle"
+        The score (:mod:`skucdr.label_free`): round trips to another domain that come
+        back near their start (:func:`~skucdr.label_free.cycle_consistency`), mutual
+        nearest neighbours across domains, or soft neighbourhood density.
+    **params
+        Passed to the score's function (e.g. ``n_neighbors`` of ``"cycle"``).
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y=None, sample_domain=None) -> float`` with a
+        ``get_metadata_routing()`` that requests ``sample_domain`` for ``score``.
+
+    Examples
+    --------
+    >>> from skucdr.metrics import make_label_free_scorer
+    >>> make_label_free_scorer()
+    make_label_free_scorer(method='cycle')
+    >>> # with sklearn.config_context(enable_metadata_routing=True):
+    >>> #     GridSearchCV(est, grid, scoring=make_label_free_scorer(),
+    >>> #                  cv=DomainStratifiedKFold(3)).fit(X, sample_domain=sample_domain)
+    """
+    from .label_free import LABEL_FREE_SCORES
+
+    if method not in LABEL_FREE_SCORES:
+        raise ValueError(f"method must be one of {sorted(LABEL_FREE_SCORES)}, got "
+                         f"{method!r}.")
+    return _LabelFreeScorer(method, params)

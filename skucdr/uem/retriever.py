@@ -89,12 +89,14 @@ class UniversalCDRRetriever(BaseRetriever):
         Stage-2 matching: switchable nearest-neighbour matching (``"sn2m"``, the paper),
         plain nearest-neighbour positives (``"nn"``, the UCDIR-style ablation), or none.
         See :ref:`uem-stage2`.
-    encoder : {"auto", "cnn", "mlp", "resnet18", "resnet50"} or torch.nn.Module, \
-default="auto"
+    encoder : {"auto", "cnn", "mlp", "resnet18", "resnet50", "efficientnet_lite0"}, \
+torch.nn.Module or FrozenEncoder, default="auto"
         Backbone: a small CNN for images and an MLP for feature vectors (``"auto"``), a
-        torchvision ResNet (needs torchvision; weights from ``encoder_weights``), or your
-        own module. Feature vectors on the built-in MLP are standardised per domain
-        (``input_mean_``, ``input_scale_``; :ref:`feature-standardisation`).
+        torchvision ResNet (weights from ``encoder_weights``), EfficientNet-Lite0 with
+        its ImageNet weights (extra ``pretrained``), or your own module; all trained.
+        :class:`~skucdr.nn.encoders.FrozenEncoder` keeps a backbone as it is, runs it
+        once per image and trains only the head: the choice on a CPU. Feature vectors on
+        the built-in MLP are standardised per domain (:ref:`feature-standardisation`).
     encoder_weights : str or path, default=None
         Local state-dict file for the torchvision ResNets (nothing is downloaded).
     domain_norm : bool, default=True
@@ -226,21 +228,26 @@ default="auto"
         self.verbose = verbose
 
     def _fit_network(self, data, codes, generator):
-        X, encoder = self._training_inputs(data, codes)
+        X, encoder, backbone = self._training_inputs(data, codes)
         embedder = EmbeddingNet(encoder, self.n_components)
         module = UEMModule(embedder, self.n_components, len(self.domains_))
         stage2_epochs = int(round(STAGE2_FRACTION * self.max_epochs))
+        # a frozen backbone's cached features are augmented as feature vectors
+        augment_shape = data.image_shape if backbone is None else None
         objective = UEMObjective(
             X,
             codes,
             params=self.get_params(deep=False),
             generator=generator,
-            augment=build_augment(data.image_shape, self.augment, **AUTO_IMAGE_AUGMENT),
+            augment=build_augment(augment_shape, self.augment, **AUTO_IMAGE_AUGMENT),
             stage1_epochs=self.max_epochs - stage2_epochs,
             max_prototypes=min(self.max_prototypes, max(2, np.bincount(codes).min() // 2)),
             seed=int(generator.initial_seed() % (2**31 - 1)),
         )
-        return self._train(module, objective, n_samples=len(codes))
+        net = self._train(module, objective, n_samples=len(codes))
+        if backbone is not None:  # the trained head now embeds the backbone's features
+            net.module_.embedder.encoder = backbone.to(net.device)
+        return net
 
     def _domain_norm_parts(self, module):
         return [module.embedder.encoder]
