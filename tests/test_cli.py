@@ -159,3 +159,21 @@ def test_the_demo_figure_shows_one_query_per_class():
     y = np.repeat([3, 1, 2], 4)
     rows = np.arange(12)
     assert one_query_per_class(y, rows).tolist() == [4, 8, 0]  # classes 1, 2, 3
+
+
+def test_fit_with_a_frozen_pretrained_backbone(tmp_path):
+    pytest.importorskip("PIL")
+    pytest.importorskip("efficientnet_lite_pytorch",
+                        reason="efficientnet-lite-pytorch (skucdr[pretrained]) not installed")
+    root = _write_folders(tmp_path / "folders", labelled=False, n_per_class=2)
+    model = tmp_path / "lite0.joblib"
+    fitted = _run("fit", root, "--out", model, "--encoder", "efficientnet_lite0",
+                  "--freeze-encoder", "--image-size", "32", "--max-epochs", "2", "--quiet",
+                  "--device", "cpu")
+    assert fitted.returncode == 0, fitted.stderr
+    found = _run("query", model, next((root / "photos").glob("*.png")), "-k", "2",
+                 "--query-domain", "photos")
+    assert found.returncode == 0, found.stderr
+    assert len([ln for ln in found.stdout.splitlines() if ln.startswith("   ")]) == 2
+    tpsnet = _run("fit", root, "--out", model, "--method", "tpsnet", "--freeze-encoder")
+    assert tpsnet.returncode == 2 and "--method uem" in tpsnet.stderr

@@ -122,8 +122,15 @@ def run_fit(args):
     print("Domains: " + ", ".join(f"{d} ({len(folders.paths[d])} images)"
                                   for d in folders.domains)
           + ("; class folders are not used for training." if folders.labelled else "."))
-    X, _ = read_images(paths, args.image_size)
+    image_size = args.image_size or _default_image_size(args.encoder)
+    X, _ = read_images(paths, image_size)
     params = {} if args.encoder is None else {"encoder": args.encoder}
+    if args.freeze_encoder:
+        from skucdr.nn.encoders import FrozenEncoder
+
+        if args.method != "uem":
+            raise ValueError("--freeze-encoder trains only a head: use --method uem.")
+        params["encoder"] = FrozenEncoder(args.encoder or "auto")
     if args.device is not None:
         params["device"] = args.device
     retriever = make_retriever(args.method, max_epochs=args.max_epochs, seed=args.seed,
@@ -132,7 +139,7 @@ def run_fit(args):
     start = time.perf_counter()
     retriever.fit(X, sample_domain=sample_domain)
     print(f"Fitted in {time.perf_counter() - start:.0f} s.")
-    save_model(args.out, retriever, image_size=args.image_size, gallery_paths=paths)
+    save_model(args.out, retriever, image_size=image_size, gallery_paths=paths)
     print(f"Model: {args.out} (gallery: the {len(paths)} fitted images)")
 
 
@@ -260,11 +267,15 @@ def add_parsers(sub):
     fit.add_argument("--out", required=True, help="model file to write")
     fit.add_argument("--method", choices=("uem", "tpsnet"), default="uem",
                      help="uem = UniversalCDRRetriever (default), tpsnet = TextPhaseRetriever")
-    fit.add_argument("--encoder", default=None,
-                     help="backbone: auto, cnn, resnet18, resnet50 (default: the "
-                          "estimator's)")
-    fit.add_argument("--image-size", type=_positive_int, default=64,
-                     help="images are resized to this square side (default: 64)")
+    fit.add_argument("--encoder", default=None, choices=_IMAGE_ENCODERS,
+                     help="backbone (default: the estimator's small CNN); "
+                          "efficientnet_lite0 brings ImageNet weights (skucdr[pretrained])")
+    fit.add_argument("--freeze-encoder", action="store_true",
+                     help="keep the backbone as it is: run it once per image and train "
+                          "only the head (minutes on a CPU)")
+    fit.add_argument("--image-size", type=_positive_int, default=None,
+                     help="images are resized to this square side (default: 224 for "
+                          "the pretrained backbones, 64 otherwise)")
     fit.add_argument("--max-epochs", type=_positive_int, default=None,
                      help="training epochs (default: the estimator's)")
     fit.add_argument("--device", default=None, help="cpu, cuda or auto (default: auto)")
@@ -312,6 +323,15 @@ def add_parsers(sub):
                           help="also report detect_private's accuracy per direction")
     _add_loader_options(evaluate)
     evaluate.set_defaults(run=run_evaluate)
+
+
+_IMAGE_ENCODERS = ("auto", "cnn", "resnet18", "resnet50", "efficientnet_lite0")
+_PRETRAINED = ("resnet18", "resnet50", "efficientnet_lite0")
+
+
+def _default_image_size(encoder):
+    """The native resolution of a pretrained backbone, 64 pixels for the small CNN."""
+    return 224 if encoder in _PRETRAINED else 64
 
 
 def _add_loader_options(parser):
