@@ -175,14 +175,14 @@ LABEL_FREE_SCORES = {
 }
 
 
-def label_free_score(Z, sample_domain, *, method="cycle", **params):
+def label_free_score(Z, sample_domain, *, method="mutual_nn", **params):
     """One of :data:`LABEL_FREE_SCORES` by name (see each function).
 
     Parameters
     ----------
     Z : array-like of shape (n_samples, n_components)
     sample_domain : array-like of shape (n_samples,)
-    method : {"cycle", "mutual_nn", "snd"}, default="cycle"
+    method : {"mutual_nn", "cycle", "snd"}, default="mutual_nn"
     **params
         Passed to the score's function (``n_neighbors``, ``temperature``).
 

@@ -969,7 +969,7 @@ class _LabelFreeScorer(_DomainScorer):
         return f"make_label_free_scorer({', '.join(args)})"
 
 
-def make_label_free_scorer(method="cycle", **params):
+def make_label_free_scorer(method="mutual_nn", **params):
     """Make a scorer for ``GridSearchCV(scoring=...)`` that needs no labels.
 
     The scorer embeds the test rows with ``estimator.transform(X, sample_domain=...)``
@@ -982,12 +982,15 @@ def make_label_free_scorer(method="cycle", **params):
 
     Parameters
     ----------
-    method : {"cycle", "mutual_nn", "snd"}, default="cycle"
-        The score (:mod:`skucdr.label_free`): round trips to another domain that come
-        back near their start (:func:`~skucdr.label_free.cycle_consistency`), mutual
-        nearest neighbours across domains, or soft neighbourhood density.
+    method : {"mutual_nn", "cycle", "snd"}, default="mutual_nn"
+        The score (:mod:`skucdr.label_free`): how often a row and its nearest neighbour
+        in another domain are each other's nearest neighbours
+        (:func:`~skucdr.label_free.mutual_neighbor_rate`); round trips to another domain
+        that come back near their start; or soft neighbourhood density. The default
+        ranked fits closest to mAP@All (:ref:`label-free-selection`).
     **params
-        Passed to the score's function (e.g. ``n_neighbors`` of ``"cycle"``).
+        Passed to the score's function (``n_neighbors`` of ``"cycle"``,
+        ``temperature`` of ``"snd"``).
 
     Returns
     -------
@@ -999,7 +1002,7 @@ def make_label_free_scorer(method="cycle", **params):
     --------
     >>> from skucdr.metrics import make_label_free_scorer
     >>> make_label_free_scorer()
-    make_label_free_scorer(method='cycle')
+    make_label_free_scorer(method='mutual_nn')
     >>> # with sklearn.config_context(enable_metadata_routing=True):
     >>> #     GridSearchCV(est, grid, scoring=make_label_free_scorer(),
     >>> #                  cv=DomainStratifiedKFold(3)).fit(X, sample_domain=sample_domain)

@@ -291,3 +291,31 @@ def test_pseudo_labels_stops_at_dpg_and_scores_against_the_truth():
     shuffled = np.where(codes == 1, (y + 1) % 4, y)
     off = script.score(shuffled, codes, y, names)
     assert off["ari_optdigits"] == 1.0 and off["cross_consistency"] == 0.0
+
+
+def test_pretrained_rows_score_both_directions():
+    pytest.importorskip("efficientnet_lite_pytorch",
+                        reason="efficientnet-lite-pytorch (skucdr[pretrained]) not installed")
+    script = _load("pretrained")
+    data = _digit_like_domains(n_per_class=2, n_classes=3)
+    row = script.run_one("lite0_features", ("mnist", "optdigits"), data)
+    assert set(row) == {"seconds", "mnist->optdigits", "optdigits->mnist"}
+    assert all(0 < v <= 1 for k, v in row.items() if "->" in k)
+    table = script.markdown({"lite0_features|mnist-optdigits|0": row})
+    assert "| lite0_features | mnist-optdigits |" in table
+
+
+def test_label_free_selection_scores_every_fit(tmp_path):
+    script = _load("label_free_selection")
+    from skucdr.label_free import LABEL_FREE_SCORES
+
+    data = _digit_like_domains(n_per_class=6, n_classes=3)
+    script.GRID = {"tiny": dict(max_epochs=1, n_components=4, batch_size=8, n_prototypes=2)}
+    row = script.run_one("tiny", ("mnist", "optdigits"), 0, data, n=18, cache=tmp_path)
+    assert set(row) == {"fit_seconds", "map_all", *LABEL_FREE_SCORES}
+    saved = np.load(tmp_path / "tiny|mnist-optdigits|0.npz")
+    assert saved["Z"].shape == (36, 4) and len(saved["y"]) == 36
+    results = {f"s{i}|mnist-optdigits|0": {**row, "map_all": m, "cycle": c}
+               for i, (m, c) in enumerate([(0.1, 0.2), (0.5, 0.4), (0.9, 0.8)])}
+    assert script.spearman(results, "mnist-optdigits", "cycle") == pytest.approx(1.0)
+    assert "| mnist-optdigits | 3 |" in script.markdown(results)
