@@ -314,3 +314,42 @@ def test_openclip_from_pretrained_local_checkpoint(tiny_clip, tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="local"):
         OpenCLIPTextTower.from_pretrained("skucdr-tiny-test", tmp_path / "missing.pt")
+
+
+def test_openclip_visual_tower_as_an_encoder(tiny_clip, tmp_path):
+    import json
+
+    import numpy as np
+    import open_clip
+    from torch.nn import functional as F
+
+    from skucdr import UniversalCDRRetriever
+    from skucdr.nn.encoders import FrozenEncoder, OpenCLIPVisual
+
+    encoder = OpenCLIPVisual(tiny_clip).eval()
+    assert encoder.feature_dim == 16 and encoder.image_size == (16, 16)
+    x = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    resized = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False,
+                            antialias=True)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x), tiny_clip.encode_image((resized - mean) / std))
+    # a local checkpoint, and a frozen tower under UEM's head
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (config_dir / "skucdr-tiny-visual.json").write_text(json.dumps(_tiny_clip_config()))
+    open_clip.add_model_config(config_dir)
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save({"state_dict": tiny_clip.state_dict()}, checkpoint)
+    loaded = OpenCLIPVisual.from_pretrained("skucdr-tiny-visual", checkpoint).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), encoder(x))
+    X = np.random.RandomState(0).rand(24, 3, 16, 16).astype(np.float32)
+    model = UniversalCDRRetriever(encoder=FrozenEncoder(loaded), n_components=4, max_epochs=1,
+                                  batch_size=8, n_prototypes=2, device="cpu", random_state=0)
+    Z = model.fit(X, sample_domain=np.repeat(["a", "b"], 12)).transform(
+        X, sample_domain=np.repeat(["a", "b"], 12))
+    assert Z.shape == (24, 4) and np.isfinite(Z).all()
+    with pytest.raises(FileNotFoundError, match="local"):
+        OpenCLIPVisual.from_pretrained("skucdr-tiny-visual", tmp_path / "missing.pt")

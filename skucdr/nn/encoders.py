@@ -24,6 +24,7 @@ __all__ = [
     "ENCODER_NAMES",
     "FeatureInput",
     "FrozenEncoder",
+    "OpenCLIPVisual",
     "encode_frozen",
 ]
 
@@ -302,6 +303,82 @@ class _EfficientNetLite0(nn.Module):
 
     def forward(self, x):
         return self.forward_map(x).mean(dim=(2, 3))
+
+
+#: Channel statistics CLIP's image towers were trained with.
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class OpenCLIPVisual(nn.Module):
+    """The image tower of an ``open_clip`` model as an encoder (its image embedding).
+
+    Inputs in ``[0, 1]`` are resized (bilinear, antialiased) to the tower's image size
+    and normalised with CLIP's channel statistics; grey images are repeated into RGB.
+    Pass it as ``encoder=`` (fine-tuned) or as ``encoder=FrozenEncoder(...)`` (kept as
+    it is, run once per image). :meth:`from_pretrained` loads a local checkpoint;
+    nothing is downloaded.
+
+    Parameters
+    ----------
+    model : open_clip.CLIP
+        A CLIP model, or its ``.visual`` tower.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        visual = getattr(model, "visual", model)
+        self.visual = visual
+        size = getattr(visual, "image_size", 224)
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.register_buffer("mean", torch.tensor(_CLIP_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(_CLIP_STD).view(1, 3, 1, 1))
+        self.feature_dim = int(getattr(visual, "output_dim", 0)) or self._probe_width()
+        self.map_channels = None
+
+    def _probe_width(self):
+        with torch.no_grad():
+            return int(self.visual(torch.zeros(1, 3, *self.image_size)).shape[1])
+
+    @classmethod
+    def from_pretrained(cls, model_name, checkpoint_path):
+        """The image tower of ``open_clip`` architecture ``model_name`` with the weights
+        of a LOCAL checkpoint file (nothing is downloaded).
+
+        Parameters
+        ----------
+        model_name : str
+            An ``open_clip`` architecture name, e.g. ``"ViT-B-16"``.
+        checkpoint_path : str or os.PathLike
+
+        Returns
+        -------
+        OpenCLIPVisual
+        """
+        import os
+
+        from ..tpsnet.text import _import_open_clip
+
+        open_clip = _import_open_clip()
+        checkpoint_path = os.fspath(checkpoint_path)
+        if not os.path.isfile(checkpoint_path):
+            raise FileNotFoundError(
+                f"No checkpoint file at {checkpoint_path!r}; from_pretrained only loads "
+                "local weights.")
+        model, _, _ = open_clip.create_model_and_transforms(model_name,
+                                                            pretrained=checkpoint_path)
+        return cls(model)
+
+    def forward(self, x):
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[1] != 3:
+            raise ValueError(f"OpenCLIPVisual needs RGB or grey images, got {x.shape[1]} "
+                             "channels.")
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False,
+                              antialias=True)
+        return self.visual((x - self.mean) / self.std)
 
 
 class FrozenEncoder:
