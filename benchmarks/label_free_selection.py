@@ -81,6 +81,20 @@ def run_one(setting, pair, seed, data, n=N_PER_DOMAIN, cache=None):
     return row
 
 
+def rescore(results, cache):
+    """Recompute every label-free score from the cached embeddings (no fit)."""
+    from skucdr.label_free import LABEL_FREE_SCORES
+
+    for key, row in results.items():
+        saved = np.load(Path(cache) / f"{key}.npz")
+        for name in list(row):
+            if name not in ("fit_seconds", "map_all"):
+                del row[name]
+        row.update({name: score(saved["Z"], saved["domains"])
+                    for name, score in LABEL_FREE_SCORES.items()})
+    return results
+
+
 def spearman(results, pair_name, score):
     """Rank correlation of ``score`` with mAP@All over the grid settings of a pair."""
     from scipy.stats import spearmanr
@@ -124,6 +138,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache", default=None,
                         help="folder to save every fit's embeddings in (not committed)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="recompute the scores of every row from --cache, fit nothing")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -133,6 +149,13 @@ def main(argv=None):
 
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
+    if args.rescore:
+        if args.cache is None:
+            parser.error("--rescore needs --cache")
+        results = rescore(results, args.cache)
+        out.write_text(json.dumps(results, indent=1))
+        out.with_suffix(".md").write_text(markdown(results))
+        return
     data = load_digit_domains()
     pairs = [p for p in PAIRS if args.pairs is None or "-".join(p) in args.pairs]
     for pair in pairs:

@@ -1,14 +1,13 @@
 """Scores of a cross-domain embedding that need no labels, for model selection.
 
 Users of unsupervised retrieval have no labels to choose hyper-parameters with. These
-scores look at the embeddings alone:
+scores look at the embeddings alone (unit rows, with the embedding's mean direction
+removed, so that a collapsed embedding does not look consistent):
 
-- :func:`cycle_consistency`: follow each row to its nearest neighbour in another domain
-  and back; the round trip should land among the row's own nearest neighbours. An
-  embedding that matches categories across domains comes back to the same category; one
-  that matches across domains by style or at random does not.
 - :func:`mutual_neighbor_rate`: how often a row and its nearest neighbour in another
-  domain are each other's nearest neighbours.
+  domain are each other's nearest neighbours;
+- :func:`cycle_consistency`: follow each row to its nearest neighbour in another domain
+  and back; the round trip should land among the row's own nearest neighbours;
 - :func:`soft_neighborhood_density`: the entropy of each row's softmax similarity
   distribution over the other domain (SND, Saito et al., ICCV 2021).
 
@@ -56,7 +55,18 @@ def _check(Z, sample_domain):
     if len(domains) < 2:
         raise ValueError(f"the scores need at least 2 domains; sample_domain holds "
                          f"{domains}.")
-    return _normalized(Z), sample_domain, domains
+    return _centred(Z), sample_domain, domains
+
+
+def _centred(Z):
+    """Unit rows with the embedding's mean direction removed, then unit again.
+
+    An embedding that has collapsed into a narrow cone keeps its nearest-neighbour
+    relations in the float noise around that cone; without its common direction, that
+    noise scores as what it is, random.
+    """
+    Z = _normalized(Z).astype(np.float64)
+    return _normalized(Z - Z.mean(axis=0))
 
 
 def _top_k(Q, G, k, exclude_self=False):
@@ -169,8 +179,8 @@ def soft_neighborhood_density(Z, sample_domain, *, temperature=0.05):
 
 
 LABEL_FREE_SCORES = {
-    "cycle": cycle_consistency,
     "mutual_nn": mutual_neighbor_rate,
+    "cycle": cycle_consistency,
     "snd": soft_neighborhood_density,
 }
 
