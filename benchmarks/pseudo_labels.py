@@ -48,7 +48,7 @@ def pseudo_labels(model, X, sample_domain):
     codes : ndarray of shape (n_samples,)
         Domain code of every row.
     names : list
-        The domain of every code (``model.domains_``, their order of first appearance).
+        The domain of every code (their order of first appearance, as ``domains_``).
     """
     from skucdr.tpsnet.objective import TPSNetObjective
 
@@ -68,7 +68,8 @@ def pseudo_labels(model, X, sample_domain):
             pass
     if not seen:
         raise RuntimeError("The fit ended before DPG clustered (no stage-1 epochs?).")
-    return seen["labels"], seen["codes"], list(model.domains_)
+    # the interrupted fit left the model unfitted: codes follow first appearance
+    return seen["labels"], seen["codes"], list(dict.fromkeys(np.asarray(sample_domain).tolist()))
 
 
 def score(labels, codes, y, names):

@@ -128,6 +128,22 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return np.array([lookup.get(d, -1) for d in sample_domain.tolist()], dtype=np.int64)
 
     def _fit(self, X, sample_domain):
+        """Fit a fresh copy of the estimator and swap its fitted state in on success.
+
+        A fit that raises or is interrupted (Ctrl+C) leaves the estimator exactly as it
+        was: fitted on the former data, or not fitted.
+        """
+        params = self.get_params(deep=False)
+        trainee = type(self)(**params)
+        data = trainee._fit_state(X, sample_domain)
+        # the former fit's state goes (attributes scikit-learn itself set stay)
+        for name in [k for k in vars(self) if k not in params and _is_fitted_state(k)]:
+            del self.__dict__[name]
+        self.__dict__.update({k: v for k, v in vars(trainee).items() if k not in params})
+        return data
+
+    def _fit_state(self, X, sample_domain):
+        """The fit itself, on ``self`` (a fresh copy made by :meth:`_fit`)."""
         data = self._validate(X, sample_domain, reset=True)
         if data.X.shape[0] < 2:
             raise ValueError(
@@ -642,6 +658,15 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.__dict__.update(state)
         self._gallery_indexes = {}
         self._open_set_cache = {}
+
+
+# private attributes a fit sets besides the public ``*_`` ones
+_PRIVATE_FITTED_STATE = ("_gallery_indexes", "_open_set_cache", "_n_features_out")
+
+
+def _is_fitted_state(name):
+    """Whether attribute ``name`` is state a fit sets (``domains_``, ``net_``, caches)."""
+    return (name.endswith("_") and not name.startswith("__")) or name in _PRIVATE_FITTED_STATE
 
 
 def _dump_net(net):

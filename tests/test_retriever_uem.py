@@ -448,3 +448,59 @@ def test_fit_transform_validates_exactly_as_fit(two_domains, bad):
     Z = UniversalCDRRetriever(**TINY).fit_transform(X, sample_domain=d)
     np.testing.assert_array_equal(
         Z, UniversalCDRRetriever(**TINY).fit(X, sample_domain=d).transform(X, sample_domain=d))
+
+
+# ------------------------------------------------------------ atomic fits, interruptions
+def _fault_after(monkeypatch, n_calls, fault):
+    """Make UEM's objective raise ``fault()`` (or return a NaN loss) after ``n_calls``."""
+    from skucdr.uem import objective as uem_objective
+
+    original = uem_objective.UEMObjective.losses
+    calls = []
+
+    def losses(self, net, batch):
+        calls.append(1)
+        out = original(self, net, batch)
+        if len(calls) > n_calls:
+            if fault == "nan":
+                out = {**out, "loss_pnce": torch.tensor(float("nan")),
+                       "loss": torch.tensor(float("nan"))}
+            else:
+                raise fault()
+        return out
+
+    monkeypatch.setattr(uem_objective.UEMObjective, "losses", losses)
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, "nan"])
+def test_a_failed_or_interrupted_refit_leaves_the_fitted_model_as_it_was(two_domains,
+                                                                         monkeypatch, fault):
+    X, _, d = two_domains
+    model = UniversalCDRRetriever(**dict(TINY, max_epochs=3)).fit(X, sample_domain=d)
+    before = model.transform(X, sample_domain=d)
+    state = dict(vars(model))
+    _fault_after(monkeypatch, 4, fault)
+    other = np.where(d == "a", "c", d)  # another domain set: domains_ would change
+    if fault == "nan":
+        with pytest.raises(FloatingPointError, match=r"at epoch \d+ \(loss_pnce = nan\)"):
+            model.fit(X * 2, sample_domain=other)
+    else:
+        with pytest.raises(KeyboardInterrupt, match="interrupted at epoch"):
+            model.fit(X * 2, sample_domain=other)
+    assert vars(model).keys() == state.keys()
+    assert all(vars(model)[k] is v for k, v in state.items())
+    assert list(model.domains_) == ["a", "b"]
+    np.testing.assert_array_equal(model.transform(X, sample_domain=d), before)
+
+
+def test_an_interrupted_first_fit_leaves_the_estimator_unfitted(two_domains, monkeypatch):
+    from sklearn.exceptions import NotFittedError
+
+    X, _, d = two_domains
+    _fault_after(monkeypatch, 2, KeyboardInterrupt)
+    model = UniversalCDRRetriever(**TINY)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, sample_domain=d)
+    assert not hasattr(model, "domains_") and not hasattr(model, "input_mean_")
+    with pytest.raises(NotFittedError):
+        model.transform(X, sample_domain=d)

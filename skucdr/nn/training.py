@@ -236,6 +236,10 @@ class _NoCriterion(nn.Module):
         raise RuntimeError("The objective computes the losses.")
 
 
+class FitInterrupted(Exception):
+    """Carries a Ctrl+C out of skorch's training loop, which would swallow it."""
+
+
 class MultiDomainNet(NeuralNet):
     """A skorch ``NeuralNet`` whose train step is a multi-domain, multi-loss objective.
 
@@ -257,6 +261,14 @@ class MultiDomainNet(NeuralNet):
         super().__init__(module, *args, **kwargs)
         self.objective = objective
 
+    def fit_loop(self, *args, **kwargs):
+        # skorch's partial_fit catches KeyboardInterrupt and returns a half-trained net
+        # as if the fit had ended; the caller must see the interruption instead
+        try:
+            return super().fit_loop(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            raise FitInterrupted(f"interrupted at epoch {len(self.history)}") from exc
+
     def get_iterator(self, dataset, training=False):
         if training:
             return self.objective.batches()
@@ -267,9 +279,12 @@ class MultiDomainNet(NeuralNet):
         losses = self.objective.losses(self, batch)
         total = losses["loss"]
         if not torch.isfinite(total):
+            bad = [f"{name} = {float(value)}" for name, value in losses.items()
+                   if name != "loss" and not torch.isfinite(torch.as_tensor(value)).all()]
             raise FloatingPointError(
-                f"The training loss became {total.item()} at epoch {len(self.history)}: "
-                "lower lr, or check the input for extreme values."
+                f"The training loss became {total.item()} at epoch {len(self.history)}"
+                + (f" ({', '.join(bad)})" if bad else "")
+                + ": lower lr, or check the input for extreme values."
             )
         total.backward()
         self.objective.after_backward(self)  # e.g. memory-bank updates, once autograd is done
@@ -378,5 +393,8 @@ def train_objective(
         batch_size=1,
         callbacks__print_log=None,  # EpochLog prints instead
     )
-    net.fit(np.arange(n_samples), None)
+    try:
+        net.fit(np.arange(n_samples), None)
+    except FitInterrupted as exc:
+        raise KeyboardInterrupt(str(exc)) from None
     return net
