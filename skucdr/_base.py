@@ -127,6 +127,24 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         lookup = {d: i for i, d in enumerate(self.domains_.tolist())}
         return np.array([lookup.get(d, -1) for d in sample_domain.tolist()], dtype=np.int64)
 
+    def _inference_codes(self, data):
+        """Domain codes of validated inference input, with its labels checked against
+        the fitted domains: a label of another type (``"0"`` for a model fitted with int
+        domains) raises a ``TypeError``; a domain not seen in fit gets a warning, as its
+        rows are embedded with the pooled statistics of the fitted domains."""
+        if not data.domains_given:
+            return self._domain_codes(data.sample_domain)
+        _check_same_kind(data.sample_domain, self.domains_, "sample_domain")
+        codes = self._domain_codes(data.sample_domain)
+        if (codes < 0).any():
+            unseen = sorted(set(data.sample_domain[codes < 0].tolist()), key=str)
+            warnings.warn(
+                f"sample_domain holds domains not seen in fit: {unseen} (fitted: "
+                f"{self.domains_.tolist()}). Their rows are embedded with the pooled "
+                "statistics of the fitted domains, and kneighbors searches every gallery "
+                "domain for them. Check for a typo.", UserWarning, stacklevel=3)
+        return codes
+
     def _fit(self, X, sample_domain):
         """Fit a fresh copy of the estimator and swap its fitted state in on success.
 
@@ -373,7 +391,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         check_is_fitted(self, "net_")
         data = self._validate(X, sample_domain, reset=False)
-        Z = self._embed(data.X, self._domain_codes(data.sample_domain))
+        Z = self._embed(data.X, self._inference_codes(data))
         if data.from_mapping:
             return unpack_domains(Z, data.sample_domain)
         return Z
@@ -401,20 +419,24 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         check_is_fitted(self, "net_")
         data = self._validate(X, sample_domain, reset=False)
-        self._set_gallery(self._embed(data.X, self._domain_codes(data.sample_domain)),
+        self._set_gallery(self._embed(data.X, self._inference_codes(data)),
                           data.sample_domain)
         return self
 
     def _gallery_rows(self, query_domain, gallery_domain):
         if gallery_domain is not None:
-            wanted = np.atleast_1d(np.asarray(gallery_domain, dtype=self.gallery_domain_.dtype))
-            unknown = set(wanted.tolist()) - set(self.gallery_domain_.tolist())
+            # compared as Python objects: a cast to the gallery's dtype would cut long
+            # names to the fitted names' length, or turn "0" into 0
+            wanted = np.atleast_1d(np.asarray(gallery_domain, dtype=object))
+            _check_same_kind(wanted, self.gallery_domain_, "gallery_domain")
+            present = set(self.gallery_domain_.tolist())
+            unknown = [d for d in wanted.tolist() if d not in present]
             if unknown:
                 raise ValueError(
-                    f"gallery_domain {sorted(unknown)} not in the gallery, whose domains are "
-                    f"{sorted(set(self.gallery_domain_.tolist()))}."
+                    f"gallery_domain {unknown} not in the gallery, whose domains are "
+                    f"{sorted(present, key=str)}."
                 )
-            mask = np.isin(self.gallery_domain_, wanted)
+            mask = np.isin(self.gallery_domain_, np.asarray(wanted.tolist()))
         else:
             mask = self.gallery_domain_ != query_domain
             if not mask.any():
@@ -438,7 +460,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if X is None:
             return self.gallery_embedding_, self.gallery_domain_, True
         data = self._validate(X, sample_domain, reset=False)
-        Q = self._embed(data.X, self._domain_codes(data.sample_domain))
+        Q = self._embed(data.X, self._inference_codes(data))
         return Q, data.sample_domain, False
 
     def kneighbors(
@@ -658,6 +680,27 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.__dict__.update(state)
         self._gallery_indexes = {}
         self._open_set_cache = {}
+
+
+def _check_same_kind(labels, fitted, what):
+    """Domain labels must be str where the fitted ones are str, ints where they are ints."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "O":
+        values = labels.tolist()
+        is_str = all(isinstance(v, (str, np.str_)) for v in values)
+        is_int = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                     for v in values)
+        kind = "str" if is_str else "int" if is_int else "mixed"
+    else:
+        kind = "str" if labels.dtype.kind in "US" else "int" if labels.dtype.kind in "iu" \
+            else labels.dtype.kind
+    fitted_kind = "str" if np.asarray(fitted).dtype.kind in "USO" else "int"
+    if kind != fitted_kind:
+        example = sorted(set(labels.tolist()), key=str)[:5]
+        raise TypeError(
+            f"{what} holds {kind} labels {example}, but the model's domains are "
+            f"{fitted_kind}s {sorted(set(np.asarray(fitted).tolist()), key=str)}."
+        )
 
 
 # private attributes a fit sets besides the public ``*_`` ones

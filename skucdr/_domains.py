@@ -170,6 +170,8 @@ class DomainInput:
         Whether the caller passed a mapping (outputs are then returned as a mapping).
     domain_order : list
         Domain labels in order of first appearance.
+    domains_given : bool
+        Whether the caller named the domains (a mapping or ``sample_domain``).
     """
 
     X: np.ndarray
@@ -177,6 +179,7 @@ class DomainInput:
     image_shape: tuple | None
     from_mapping: bool
     domain_order: list
+    domains_given: bool = True
 
 
 def _check_image_shape(image_shape):
@@ -294,6 +297,7 @@ def check_domain_input(
         )
 
     n = X.shape[0]
+    domains_given = sample_domain is not None
     if sample_domain is None:
         sample_domain = np.zeros(n, dtype=np.int64)
     else:
@@ -309,11 +313,32 @@ def check_domain_input(
                 f"{sample_domain.dtype}."
             )
         if sample_domain.dtype.kind == "O":
-            sample_domain = sample_domain.astype(str)
+            sample_domain = _labels_from_objects(sample_domain)
     return DomainInput(
         X=X,
         sample_domain=sample_domain,
         image_shape=image_shape,
         from_mapping=from_mapping,
         domain_order=[_to_python(d) for d in _domain_order(sample_domain)],
+        domains_given=domains_given,
     )
+
+
+def _labels_from_objects(sample_domain):
+    """An object array of domain labels as str or int labels; missing or mixed ones
+    are named in an error."""
+    values = sample_domain.tolist()
+    missing = [i for i, v in enumerate(values)
+               if v is None or (isinstance(v, float) and v != v)]
+    if missing:
+        raise ValueError(f"sample_domain holds no domain (None or NaN) at rows "
+                         f"{missing[:10]}{' ...' if len(missing) > 10 else ''}.")
+    kinds = {"str" if isinstance(v, (str, np.str_)) else "int"
+             if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else
+             type(v).__name__ for v in values}
+    if kinds == {"int"}:
+        return sample_domain.astype(np.int64)
+    if kinds != {"str"}:
+        raise TypeError(f"sample_domain must hold domain names (str) or ints, not a mix: "
+                        f"found {sorted(kinds)}.")
+    return sample_domain.astype(str)

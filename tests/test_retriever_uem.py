@@ -504,3 +504,34 @@ def test_an_interrupted_first_fit_leaves_the_estimator_unfitted(two_domains, mon
     assert not hasattr(model, "domains_") and not hasattr(model, "input_mean_")
     with pytest.raises(NotFittedError):
         model.transform(X, sample_domain=d)
+
+
+# ----------------------------------------------------------------- strict domain labels
+def test_domain_labels_are_matched_exactly(two_domains, fitted):
+    X, _, d = two_domains
+    with pytest.raises(ValueError, match=r"gallery_domain \['a_XYZ'\] not in the gallery"):
+        fitted.kneighbors(X[:2], sample_domain=["b", "b"], gallery_domain="a_XYZ")
+    with pytest.raises(ValueError, match="'artichoke'"):
+        fitted.kneighbors(X[:2], sample_domain=["b", "b"], gallery_domain="artichoke")
+    with pytest.raises(TypeError, match="gallery_domain holds int labels"):
+        fitted.kneighbors(X[:2], sample_domain=["b", "b"], gallery_domain=0)
+    with pytest.raises(TypeError, match=r"sample_domain holds int labels \[0\]"):
+        fitted.transform(X[:2], sample_domain=[0, 0])
+    with pytest.warns(UserWarning, match=r"not seen in fit: \['typo'\]"):
+        fitted.transform({"typo": X[:2]})
+    with pytest.warns(UserWarning, match="Check for a typo"):
+        fitted.kneighbors(X[:2], sample_domain=["typo", "typo"])
+    with pytest.raises(ValueError, match=r"no domain \(None or NaN\) at rows \[1\]"):
+        fitted.transform(X[:2], sample_domain=np.array(["a", None], dtype=object))
+    with pytest.raises(TypeError, match="not a mix"):
+        fitted.transform(X[:2], sample_domain=np.array(["a", 1], dtype=object))
+
+
+def test_int_domains_reject_str_queries(two_domains):
+    X, _, d = two_domains
+    model = UniversalCDRRetriever(**TINY).fit(X, sample_domain=(d == "b").astype(int))
+    with pytest.raises(TypeError, match=r"sample_domain holds str labels \['0'\].*ints"):
+        model.kneighbors(X[:2], sample_domain=["0", "0"])
+    idx = model.kneighbors(X[:2], sample_domain=np.array([0, 0], dtype=object),
+                           return_distance=False)
+    assert (model.gallery_domain_[idx] == 1).all()  # the other domain, as for int labels
