@@ -160,8 +160,21 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.__dict__.update({k: v for k, v in vars(trainee).items() if k not in params})
         return data
 
+    def _check_index(self):
+        """The gallery's faiss index and its knobs, checked before any training."""
+        from .neighbors import FaissCosineIndex
+
+        knobs = dict(self.index_params or {})
+        allowed = ("nprobe", "ef_search")
+        unknown = sorted(set(knobs) - set(allowed))
+        if unknown:
+            raise ValueError(f"index_params has unknown keys {unknown}; the search knobs are "
+                             f"{list(allowed)}.")
+        FaissCosineIndex(self.index, **knobs).check(self.n_components)
+
     def _fit_state(self, X, sample_domain):
         """The fit itself, on ``self`` (a fresh copy made by :meth:`_fit`)."""
+        self._check_index()
         data = self._validate(X, sample_domain, reset=True)
         if data.X.shape[0] < 2:
             raise ValueError(
@@ -500,8 +513,12 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             to map hits back to files.
         """
         check_is_fitted(self, "net_")
-        if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
+        if (isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral)
+                or n_neighbors < 1):
             raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}.")
+        if n_neighbors > len(self.gallery_domain_):  # before any allocation of that size
+            raise ValueError(f"n_neighbors={n_neighbors} but the gallery holds only "
+                             f"{len(self.gallery_domain_)} rows.")
         Q, q_domains, self_query = self._queries(X, sample_domain)
         distances = np.empty((Q.shape[0], n_neighbors), dtype=np.float32)
         indices = np.empty((Q.shape[0], n_neighbors), dtype=np.int64)

@@ -283,6 +283,15 @@ def check_domain_input(
             )
 
     X = validate_data(estimator, X, reset=reset, dtype=[np.float32, np.float64])
+    if X.dtype != np.float32:
+        with np.errstate(over="ignore"):
+            X32 = np.asarray(X, dtype=np.float32)
+        if not np.isfinite(X32).all():
+            raise ValueError(
+                "X holds values too large for float32 (the precision of training): |x| "
+                f"up to {float(np.abs(X).max()):.3g}. Rescale the input."
+            )
+        X = X32
     X = np.asarray(X, dtype=np.float32)
     if image_shape is not None and int(np.prod(image_shape)) != X.shape[1]:
         raise ValueError(

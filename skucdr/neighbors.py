@@ -209,17 +209,25 @@ class FaissCosineIndex(BaseEstimator):
                 self._index = self._build_index(self.embeddings_)
         return self._index
 
-    def _build_index(self, X):
-        """Create, train (if needed) and fill the faiss index with normalised rows ``X``."""
-        n, d = X.shape
+    def check(self, dim):
+        """Raise a ``ValueError`` now if the factory string or a search knob does not
+        make a faiss index of ``dim`` dimensions (nothing is trained or stored)."""
+        self._apply_search_knobs(self._empty_index(dim))
+
+    def _empty_index(self, d):
         try:
-            index = faiss.index_factory(d, self.index, faiss.METRIC_INNER_PRODUCT)
+            return faiss.index_factory(d, self.index, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ValueError(
                 f"Invalid faiss index factory string {self.index!r} for dimension {d}: "
                 f"{_faiss_message(exc)}. Use 'Flat' (exact) or e.g. 'HNSW32', "
                 "'IVF1024,Flat', 'IVF1024,PQ16'."
             ) from exc
+
+    def _build_index(self, X):
+        """Create, train (if needed) and fill the faiss index with normalised rows ``X``."""
+        n, d = X.shape
+        index = self._empty_index(d)
         self._apply_search_knobs(index)
         if not index.is_trained:
             needed = _min_training_rows(index)

@@ -535,3 +535,22 @@ def test_int_domains_reject_str_queries(two_domains):
     idx = model.kneighbors(X[:2], sample_domain=np.array([0, 0], dtype=object),
                            return_distance=False)
     assert (model.gallery_domain_[idx] == 1).all()  # the other domain, as for int labels
+
+
+def test_early_checks_of_the_index_neighbours_and_float32_range(two_domains, fitted):
+    X, _, d = two_domains
+    with pytest.raises(ValueError, match="Invalid faiss index factory string 'foo'"):
+        UniversalCDRRetriever(**TINY, index="foo").fit(X, sample_domain=d)
+    with pytest.raises(ValueError, match=r"index_params has unknown keys \['n_probe'\]"):
+        UniversalCDRRetriever(**TINY, index_params={"n_probe": 4}).fit(X, sample_domain=d)
+    with pytest.raises(ValueError, match="nprobe=4 only applies to IVF"):
+        UniversalCDRRetriever(**TINY, index="HNSW32", index_params={"nprobe": 4}).fit(
+            X, sample_domain=d)
+    with pytest.raises(ValueError, match=r"gallery holds only 120 rows"):
+        fitted.kneighbors(X[:2], n_neighbors=10**9, sample_domain=["a", "a"])
+    with pytest.raises(ValueError, match="positive int, got True"):
+        fitted.kneighbors(X[:2], n_neighbors=True, sample_domain=["a", "a"])
+    huge = X.astype(np.float64)
+    huge[0, 0] = 1e300
+    with pytest.raises(ValueError, match="too large for float32"):
+        UniversalCDRRetriever(**TINY).fit(huge, sample_domain=d)
