@@ -25,6 +25,7 @@ import numbers
 import os
 import warnings
 from abc import ABCMeta, abstractmethod
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._domains import check_domain_input, unpack_domains
-from ._sklearn_compat import Interval, StrOptions, _fit_context
+from ._sklearn_compat import Interval, StrOptions, _fit_context, check_tabular_output
 from .nn.domain_norm import convert_domain_batchnorm, domain_codes
 from .nn.encoders import (
     ENCODER_NAMES,
@@ -403,6 +404,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             mapping.
         """
         check_is_fitted(self, "net_")
+        check_tabular_output(self, from_mapping=isinstance(X, Mapping), ndim=2)
         data = self._validate(X, sample_domain, reset=False)
         Z = self._embed(data.X, self._inference_codes(data))
         if data.from_mapping:

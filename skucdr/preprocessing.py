@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils.validation import check_is_fitted
 
 from ._domains import check_domain_input, unpack_domains
-from ._sklearn_compat import Interval, StrOptions, _fit_context
+from ._sklearn_compat import Interval, StrOptions, _fit_context, check_tabular_output
 
 __all__ = ["PhasePriorExtractor", "phase_only_images", "LUMA_WEIGHTS"]
 
@@ -316,6 +316,7 @@ class PhasePriorExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         check_is_fitted(self)
         _check_not_sparse(X)
         four_d = _input_ndim(X) == 4
+        check_tabular_output(self, from_mapping=isinstance(X, Mapping), ndim=4 if four_d else 2)
         data = check_domain_input(self, X, sample_domain, image_shape=self.image_shape, reset=False)
         if data.image_shape is not None and tuple(data.image_shape) != self.image_shape_:
             raise ValueError(

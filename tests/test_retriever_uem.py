@@ -554,3 +554,22 @@ def test_early_checks_of_the_index_neighbours_and_float32_range(two_domains, fit
     huge[0, 0] = 1e300
     with pytest.raises(ValueError, match="too large for float32"):
         UniversalCDRRetriever(**TINY).fit(huge, sample_domain=d)
+
+
+def test_pandas_output_refuses_mappings_with_a_clear_message(two_domains, fitted):
+    pytest.importorskip("pandas")
+    from sklearn.base import clone
+
+    from skucdr import PhasePriorExtractor
+
+    X, _, d = two_domains
+    model = clone(fitted).set_output(transform="pandas").fit(X, sample_domain=d)
+    frame = model.transform(X, sample_domain=d)
+    assert frame.shape == (120, TINY["n_components"]) and hasattr(frame, "columns")
+    with pytest.raises(ValueError, match="mapping of domains: pass the flat form"):
+        model.transform({"a": X[:60], "b": X[60:]})
+    images = np.random.RandomState(0).rand(4, 1, 6, 6).astype(np.float32)
+    phase = PhasePriorExtractor().set_output(transform="pandas").fit(images)
+    with pytest.raises(ValueError, match="holds images"):
+        phase.transform(images)
+    assert phase.transform(images.reshape(4, -1)).shape == (4, 36)
