@@ -83,8 +83,12 @@ def _top_k(Q, G, k, exclude_self=False):
     return out
 
 
-def _pairs(domains):
-    return [(a, b) for a in domains for b in domains if a != b]
+def _domain_pairs(Z, sample_domain, domains):
+    """The rows ``(A, B)`` of every ordered pair of distinct domains."""
+    for a in domains:
+        for b in domains:
+            if a != b:
+                yield Z[sample_domain == a], Z[sample_domain == b]
 
 
 def cycle_consistency(Z, sample_domain, *, n_neighbors=10):
@@ -110,8 +114,7 @@ def cycle_consistency(Z, sample_domain, *, n_neighbors=10):
     """
     Z, sample_domain, domains = _check(Z, sample_domain)
     scores = []
-    for a, b in _pairs(domains):
-        A, B = Z[sample_domain == a], Z[sample_domain == b]
+    for A, B in _domain_pairs(Z, sample_domain, domains):
         k = min(n_neighbors, len(A) - 1)
         forward = _top_k(A, B, 1)[:, 0]
         back = _top_k(B[forward], A, 1)[:, 0]
@@ -137,8 +140,7 @@ def mutual_neighbor_rate(Z, sample_domain):
     """
     Z, sample_domain, domains = _check(Z, sample_domain)
     scores = []
-    for a, b in _pairs(domains):
-        A, B = Z[sample_domain == a], Z[sample_domain == b]
+    for A, B in _domain_pairs(Z, sample_domain, domains):
         forward = _top_k(A, B, 1)[:, 0]
         back = _top_k(B, A, 1)[:, 0]
         scores.append((back[forward] == np.arange(len(A))).mean())
@@ -165,8 +167,7 @@ def soft_neighborhood_density(Z, sample_domain, *, temperature=0.05):
     """
     Z, sample_domain, domains = _check(Z, sample_domain)
     scores = []
-    for a, b in _pairs(domains):
-        A, B = Z[sample_domain == a], Z[sample_domain == b]
+    for A, B in _domain_pairs(Z, sample_domain, domains):
         total = 0.0
         for start in range(0, len(A), _CHUNK):
             logits = (A[start:start + _CHUNK] @ B.T) / temperature

@@ -241,6 +241,22 @@ def _tiny_clip_config():
     }
 
 
+def _local_checkpoint(model, folder, name):
+    """Register ``name`` as an open_clip architecture and save ``model`` as its local
+    checkpoint; returns the checkpoint's path."""
+    import json
+
+    import open_clip
+
+    config_dir = folder / "configs"
+    config_dir.mkdir()
+    (config_dir / f"{name}.json").write_text(json.dumps(_tiny_clip_config()))
+    open_clip.add_model_config(config_dir)
+    checkpoint = folder / f"{name}.pt"
+    torch.save({"state_dict": model.state_dict()}, checkpoint)
+    return checkpoint
+
+
 @pytest.fixture(scope="module")
 def tiny_clip():
     open_clip = pytest.importorskip("open_clip", reason="open_clip (skucdr[clip]) not installed")
@@ -297,16 +313,9 @@ def test_prompt_learner_with_openclip_tower(tiny_clip):
 
 
 def test_openclip_from_pretrained_local_checkpoint(tiny_clip, tmp_path):
-    import json
 
-    import open_clip
 
-    config_dir = tmp_path / "configs"
-    config_dir.mkdir()
-    (config_dir / "skucdr-tiny-test.json").write_text(json.dumps(_tiny_clip_config()))
-    open_clip.add_model_config(config_dir)
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"state_dict": tiny_clip.state_dict()}, checkpoint)
+    checkpoint = _local_checkpoint(tiny_clip, tmp_path, "skucdr-tiny-test")
     tower = OpenCLIPTextTower.from_pretrained("skucdr-tiny-test", checkpoint)
     texts = ["a photo of a dog."]
     torch.testing.assert_close(
@@ -317,10 +326,8 @@ def test_openclip_from_pretrained_local_checkpoint(tiny_clip, tmp_path):
 
 
 def test_openclip_visual_tower_as_an_encoder(tiny_clip, tmp_path):
-    import json
 
     import numpy as np
-    import open_clip
     from torch.nn import functional as F
 
     from skucdr import UniversalCDRRetriever
@@ -336,12 +343,7 @@ def test_openclip_visual_tower_as_an_encoder(tiny_clip, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(encoder(x), tiny_clip.encode_image((resized - mean) / std))
     # a local checkpoint, and a frozen tower under UEM's head
-    config_dir = tmp_path / "configs"
-    config_dir.mkdir()
-    (config_dir / "skucdr-tiny-visual.json").write_text(json.dumps(_tiny_clip_config()))
-    open_clip.add_model_config(config_dir)
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"state_dict": tiny_clip.state_dict()}, checkpoint)
+    checkpoint = _local_checkpoint(tiny_clip, tmp_path, "skucdr-tiny-visual")
     loaded = OpenCLIPVisual.from_pretrained("skucdr-tiny-visual", checkpoint).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), encoder(x))

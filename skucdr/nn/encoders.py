@@ -355,18 +355,9 @@ class OpenCLIPVisual(nn.Module):
         -------
         OpenCLIPVisual
         """
-        import os
+        from ..tpsnet.text import load_local_open_clip
 
-        from ..tpsnet.text import _import_open_clip
-
-        open_clip = _import_open_clip()
-        checkpoint_path = os.fspath(checkpoint_path)
-        if not os.path.isfile(checkpoint_path):
-            raise FileNotFoundError(
-                f"No checkpoint file at {checkpoint_path!r}; from_pretrained only loads "
-                "local weights.")
-        model, _, _ = open_clip.create_model_and_transforms(model_name,
-                                                            pretrained=checkpoint_path)
+        model = load_local_open_clip(model_name, checkpoint_path)
         return cls(model)
 
     def forward(self, x):

@@ -334,6 +334,22 @@ def _import_open_clip():
     return open_clip
 
 
+def load_local_open_clip(model_name, checkpoint_path, *, device="cpu"):
+    """An ``open_clip`` model with the weights of a LOCAL checkpoint (never downloaded);
+    a ``FileNotFoundError`` when the file is not there."""
+    open_clip = _import_open_clip()
+    checkpoint_path = os.fspath(checkpoint_path)
+    if not os.path.isfile(checkpoint_path):
+        raise FileNotFoundError(
+            f"No checkpoint file at {checkpoint_path!r}; from_pretrained only loads "
+            "local weights."
+        )
+    model, _, _ = open_clip.create_model_and_transforms(
+        model_name, pretrained=checkpoint_path, device=device
+    )
+    return model
+
+
 class OpenCLIPTextTower(_FrozenTower):
     """Adapter that exposes the text tower of an ``open_clip`` model as a :class:`TextTower`.
 
@@ -421,17 +437,8 @@ class OpenCLIPTextTower(_FrozenTower):
         -------
         tower : OpenCLIPTextTower
         """
-        open_clip = _import_open_clip()
-        checkpoint_path = os.fspath(checkpoint_path)
-        if not os.path.isfile(checkpoint_path):
-            raise FileNotFoundError(
-                f"No checkpoint file at {checkpoint_path!r}; from_pretrained only loads "
-                "local weights."
-            )
-        model, _, _ = open_clip.create_model_and_transforms(
-            model_name, pretrained=checkpoint_path, device=device
-        )
-        return cls(model, tokenizer=open_clip.get_tokenizer(model_name))
+        model = load_local_open_clip(model_name, checkpoint_path, device=device)
+        return cls(model, tokenizer=_import_open_clip().get_tokenizer(model_name))
 
     def tokenize(self, texts):
         """Token ids of shape ``(n_texts, context_length)`` from the model's tokenizer."""
