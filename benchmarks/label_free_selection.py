@@ -3,10 +3,11 @@
 For every digit pair (MNIST<->optdigits, MNIST<->MNIST-M and the held-out
 optdigits<->MNIST-M), UniversalCDRRetriever is fitted with every setting of ``GRID`` on a
 seeded subsample of both domains (transductive, as ``quality.py``). Each fit's
-embeddings get their labelled cross-domain mAP@All (mean of both directions) and every
-score of :data:`skucdr.label_free.LABEL_FREE_SCORES`. The table gives, per pair and
-score, the Spearman rank correlation between the score and mAP@All over the grid: how
-well choosing by the score would have chosen by mAP.
+embeddings get their labelled cross-domain mAP@All (mean of both directions) and the
+label-free score of :func:`skucdr.label_free.mutual_neighbor_rate` (``mutual_nn``). The
+table gives, per pair, the Spearman rank correlation between the score and mAP@All over
+the grid: how well choosing by the score would have chosen by mAP. Columns of scores
+measured and not adopted (``cycle``, ``snd``) stay in the committed results.
 
 Results are appended to the JSON after every fit (resumable); a markdown table is written
 next to it.
@@ -64,7 +65,6 @@ def run_one(setting, pair, seed, data, n=N_PER_DOMAIN, cache=None):
     (``<setting>|<pair>|<seed>.npz``), so that new scores can be measured without fits.
     """
     from skucdr import UniversalCDRRetriever, pack_domains
-    from skucdr.label_free import LABEL_FREE_SCORES
     from skucdr.metrics import cross_domain_map
 
     X, y, domains = pack_domains(subsample(data, pair, n, seed))
@@ -77,21 +77,21 @@ def run_one(setting, pair, seed, data, n=N_PER_DOMAIN, cache=None):
                  domains=domains.astype(str))
     row = {"fit_seconds": time.perf_counter() - start,
            "map_all": cross_domain_map(Z, y, domains)}
-    row.update({name: score(Z, domains) for name, score in LABEL_FREE_SCORES.items()})
+    row.update(_scores(Z, domains))
     return row
 
 
-def rescore(results, cache):
-    """Recompute every label-free score from the cached embeddings (no fit)."""
-    from skucdr.label_free import LABEL_FREE_SCORES
+def _scores(Z, domains):
+    from skucdr.label_free import mutual_neighbor_rate
 
+    return {"mutual_nn": mutual_neighbor_rate(Z, domains)}
+
+
+def rescore(results, cache):
+    """Recompute the label-free score of every row from the cached embeddings (no fit)."""
     for key, row in results.items():
         saved = np.load(Path(cache) / f"{key}.npz")
-        for name in list(row):
-            if name not in ("fit_seconds", "map_all"):
-                del row[name]
-        row.update({name: score(saved["Z"], saved["domains"])
-                    for name, score in LABEL_FREE_SCORES.items()})
+        row.update(_scores(saved["Z"], saved["domains"]))
     return results
 
 
@@ -106,9 +106,8 @@ def spearman(results, pair_name, score):
 
 
 def markdown(results):
-    from skucdr.label_free import LABEL_FREE_SCORES
-
-    names = list(LABEL_FREE_SCORES)
+    """Spearman per pair for every score column, then every fit."""
+    names = [k for k in next(iter(results.values())) if k not in ("fit_seconds", "map_all")]
     pairs = sorted({key.split("|")[1] for key in results})
     lines = ["Spearman rank correlation with cross-domain mAP@All over the grid "
              "(label_free_selection.py).", "",
@@ -124,7 +123,7 @@ def markdown(results):
         setting, pair, _ = key.split("|")
         r = results[key]
         lines.append(f"| {setting} | {pair} | {r['map_all']:.3f} | "
-                     + " | ".join(f"{r[s]:.3f}" for s in names)
+                     + " | ".join(f"{r[s]:.3f}" if s in r else "–" for s in names)
                      + f" | {r['fit_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -169,9 +168,8 @@ def main(argv=None):
             os.replace(tmp, out)
             out.with_suffix(".md").write_text(markdown(results))
             r = results[key]
-            print(f"{key}: mAP {r['map_all']:.3f}, cycle {r['cycle']:.3f}, mutual "
-                  f"{r['mutual_nn']:.3f}, snd {r['snd']:.3f} ({r['fit_seconds']:.0f} s)",
-                  flush=True)
+            print(f"{key}: mAP {r['map_all']:.3f}, mutual {r['mutual_nn']:.3f} "
+                  f"({r['fit_seconds']:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

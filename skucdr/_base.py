@@ -194,7 +194,8 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             self.net_ = self._fit_network(data, codes, generator)
         self.history_ = self.net_.history
         self._n_features_out = self.n_components
-        self.train_embedding_ = self._embed(data.X, codes)
+        cached = self.__dict__.pop("_train_embedding_from_cache", None)  # frozen backbone
+        self.train_embedding_ = cached if cached is not None else self._embed(data.X, codes)
         self.train_domain_ = data.sample_domain
         self._set_gallery(self.train_embedding_, data.sample_domain)
         return data

@@ -1,33 +1,21 @@
-"""Scores of a cross-domain embedding that need no labels, for model selection.
+"""A score of a cross-domain embedding that needs no labels, for model selection.
 
-Users of unsupervised retrieval have no labels to choose hyper-parameters with. These
-scores look at the embeddings alone (unit rows, with the embedding's mean direction
-removed, so that a collapsed embedding does not look consistent):
-
-- :func:`mutual_neighbor_rate`: how often a row and its nearest neighbour in another
-  domain are each other's nearest neighbours;
-- :func:`cycle_consistency`: follow each row to its nearest neighbour in another domain
-  and back; the round trip should land among the row's own nearest neighbours;
-- :func:`soft_neighborhood_density`: the entropy of each row's softmax similarity
-  distribution over the other domain (SND, Saito et al., ICCV 2021).
-
-:func:`skucdr.metrics.make_label_free_scorer` wraps one of them for ``GridSearchCV``.
-How well each ranks fits like labelled mAP@All does is measured in
-``benchmarks/label_free_selection.py`` (docs/methods.md, "Model selection without
-labels").
+Users of unsupervised retrieval have no labels to choose hyper-parameters with.
+:func:`mutual_neighbor_rate` looks at the embeddings alone: how often a row and its
+nearest neighbour in another domain are each other's nearest neighbours, on unit rows
+with the embedding's mean direction removed (so that a collapsed embedding's float noise
+is not read as consistency). :func:`skucdr.metrics.make_label_free_scorer` wraps it for
+``GridSearchCV``. How well it ranks fits as labelled mAP@All does, and the scores measured
+and not adopted (round-trip consistency, soft neighbourhood density), are in
+``docs/methods.md`` ("Model selection without labels";
+``benchmarks/label_free_selection.py``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = [
-    "LABEL_FREE_SCORES",
-    "cycle_consistency",
-    "label_free_score",
-    "mutual_neighbor_rate",
-    "soft_neighborhood_density",
-]
+__all__ = ["mutual_neighbor_rate"]
 
 _CHUNK = 1024  # query rows per similarity block: memory ~ _CHUNK * n_gallery floats
 
@@ -69,18 +57,10 @@ def _centred(Z):
     return _normalized(Z - Z.mean(axis=0))
 
 
-def _top_k(Q, G, k, exclude_self=False):
-    """Indices of the ``k`` most similar rows of ``G`` for every row of ``Q`` (cosine)."""
-    out = np.empty((len(Q), k), dtype=np.int64)
-    for start in range(0, len(Q), _CHUNK):
-        sims = Q[start:start + _CHUNK] @ G.T
-        if exclude_self:  # Q is G: a row is not its own neighbour
-            rows = np.arange(len(sims))
-            sims[rows, start + rows] = -np.inf
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
-        out[start:start + _CHUNK] = np.take_along_axis(part, order, axis=1)
-    return out
+def _nearest(Q, G):
+    """Index of the most similar row of ``G`` for every row of ``Q`` (cosine)."""
+    return np.concatenate([(Q[start:start + _CHUNK] @ G.T).argmax(axis=1)
+                           for start in range(0, len(Q), _CHUNK)])
 
 
 def _domain_pairs(Z, sample_domain, domains):
@@ -89,40 +69,6 @@ def _domain_pairs(Z, sample_domain, domains):
         for b in domains:
             if a != b:
                 yield Z[sample_domain == a], Z[sample_domain == b]
-
-
-def cycle_consistency(Z, sample_domain, *, n_neighbors=10):
-    """Share of rows whose round trip to another domain comes back near them.
-
-    For a row ``a`` of domain A and another domain B: ``b`` is the nearest row of B to
-    ``a``, ``a'`` the nearest row of A to ``b``; the trip is consistent when ``a'`` is
-    ``a`` or one of its ``n_neighbors`` nearest rows in A. The score is the mean over
-    rows, averaged over ordered domain pairs; higher is better, in [0, 1].
-
-    Parameters
-    ----------
-    Z : array-like of shape (n_samples, n_components)
-        Embeddings (cosine similarity; rows are L2-normalised here).
-    sample_domain : array-like of shape (n_samples,)
-        Domain of every row; at least two domains.
-    n_neighbors : int, default=10
-        Size of the neighbourhood the round trip must land in.
-
-    Returns
-    -------
-    score : float
-    """
-    Z, sample_domain, domains = _check(Z, sample_domain)
-    scores = []
-    for A, B in _domain_pairs(Z, sample_domain, domains):
-        k = min(n_neighbors, len(A) - 1)
-        forward = _top_k(A, B, 1)[:, 0]
-        back = _top_k(B[forward], A, 1)[:, 0]
-        home = np.arange(len(A))
-        near = _top_k(A, A, k, exclude_self=True) if k > 0 else np.empty((len(A), 0), int)
-        consistent = (back == home) | (near == back[:, None]).any(axis=1)
-        scores.append(consistent.mean())
-    return float(np.mean(scores))
 
 
 def mutual_neighbor_rate(Z, sample_domain):
@@ -141,67 +87,7 @@ def mutual_neighbor_rate(Z, sample_domain):
     Z, sample_domain, domains = _check(Z, sample_domain)
     scores = []
     for A, B in _domain_pairs(Z, sample_domain, domains):
-        forward = _top_k(A, B, 1)[:, 0]
-        back = _top_k(B, A, 1)[:, 0]
+        forward = _nearest(A, B)
+        back = _nearest(B, A)
         scores.append((back[forward] == np.arange(len(A))).mean())
     return float(np.mean(scores))
-
-
-def soft_neighborhood_density(Z, sample_domain, *, temperature=0.05):
-    """Mean entropy of each row's softmax similarity over another domain (SND).
-
-    Saito et al. (ICCV 2021) score domain adaptation by the density of target
-    neighbourhoods; here each row's similarities to the rows of every other domain,
-    divided by ``temperature``, are turned into a softmax whose entropy is averaged.
-    Higher is better in that paper; it also rises for an embedding that collapses.
-
-    Parameters
-    ----------
-    Z : array-like of shape (n_samples, n_components)
-    sample_domain : array-like of shape (n_samples,)
-    temperature : float, default=0.05
-
-    Returns
-    -------
-    score : float
-    """
-    Z, sample_domain, domains = _check(Z, sample_domain)
-    scores = []
-    for A, B in _domain_pairs(Z, sample_domain, domains):
-        total = 0.0
-        for start in range(0, len(A), _CHUNK):
-            logits = (A[start:start + _CHUNK] @ B.T) / temperature
-            logits -= logits.max(axis=1, keepdims=True)
-            p = np.exp(logits)
-            p /= p.sum(axis=1, keepdims=True)
-            total += float(-(p * np.log(np.maximum(p, 1e-30))).sum())
-        scores.append(total / len(A))
-    return float(np.mean(scores))
-
-
-LABEL_FREE_SCORES = {
-    "mutual_nn": mutual_neighbor_rate,
-    "cycle": cycle_consistency,
-    "snd": soft_neighborhood_density,
-}
-
-
-def label_free_score(Z, sample_domain, *, method="mutual_nn", **params):
-    """One of :data:`LABEL_FREE_SCORES` by name (see each function).
-
-    Parameters
-    ----------
-    Z : array-like of shape (n_samples, n_components)
-    sample_domain : array-like of shape (n_samples,)
-    method : {"mutual_nn", "cycle", "snd"}, default="mutual_nn"
-    **params
-        Passed to the score's function (``n_neighbors``, ``temperature``).
-
-    Returns
-    -------
-    score : float
-    """
-    if method not in LABEL_FREE_SCORES:
-        raise ValueError(f"method must be one of {sorted(LABEL_FREE_SCORES)}, got "
-                         f"{method!r}.")
-    return LABEL_FREE_SCORES[method](Z, sample_domain, **params)

@@ -928,14 +928,8 @@ def make_map_scorer(
 
 
 class _LabelFreeScorer(_DomainScorer):
-    """Scorer returning a label-free score of an estimator's embeddings.
-
-    Built by :func:`make_label_free_scorer`; see there.
-    """
-
-    def __init__(self, method, params):
-        self.method = method
-        self.params = params
+    """Scorer returning :func:`~skucdr.label_free.mutual_neighbor_rate` of an
+    estimator's embeddings. Built by :func:`make_label_free_scorer`; see there."""
 
     def __call__(self, estimator, X, y=None, sample_domain=None, **kwargs):
         """Embed ``X`` with ``estimator.transform`` and score it without labels.
@@ -955,42 +949,29 @@ class _LabelFreeScorer(_DomainScorer):
         Returns
         -------
         score : float
-            Greater is better.
+            Greater is better, in [0, 1].
         """
-        from .label_free import label_free_score
+        from .label_free import mutual_neighbor_rate
 
         self._check_call(estimator, sample_domain, kwargs)
         embeddings = self._transform(estimator, X, sample_domain)
-        return label_free_score(embeddings, np.asarray(sample_domain), method=self.method,
-                                **self.params)
+        return mutual_neighbor_rate(embeddings, np.asarray(sample_domain))
 
     def __repr__(self):
-        args = [f"method={self.method!r}"] + [f"{k}={v!r}" for k, v in self.params.items()]
-        return f"make_label_free_scorer({', '.join(args)})"
+        return "make_label_free_scorer()"
 
 
-def make_label_free_scorer(method="mutual_nn", **params):
+def make_label_free_scorer():
     """Make a scorer for ``GridSearchCV(scoring=...)`` that needs no labels.
 
     The scorer embeds the test rows with ``estimator.transform(X, sample_domain=...)``
-    and returns a score of the embeddings alone (greater is better), so that
-    hyper-parameters can be chosen on unlabeled data: ``GridSearchCV(...).fit(X,
-    sample_domain=...)`` with no ``y``. Like :func:`make_map_scorer`, it receives
-    ``sample_domain`` through scikit-learn's metadata routing, which must be enabled.
-    How well each score ranks fits as labelled mAP@All does is measured in
-    :ref:`label-free-selection`.
-
-    Parameters
-    ----------
-    method : {"mutual_nn", "cycle", "snd"}, default="mutual_nn"
-        The score (:mod:`skucdr.label_free`): how often a row and its nearest neighbour
-        in another domain are each other's nearest neighbours
-        (:func:`~skucdr.label_free.mutual_neighbor_rate`); round trips to another domain
-        that come back near their start; or soft neighbourhood density. The default
-        ranked fits closest to mAP@All (:ref:`label-free-selection`).
-    **params
-        Passed to the score's function (``n_neighbors`` of ``"cycle"``,
-        ``temperature`` of ``"snd"``).
+    and returns how often a row and its nearest neighbour in another domain are each
+    other's nearest neighbours (:func:`~skucdr.label_free.mutual_neighbor_rate`; greater
+    is better), so that hyper-parameters can be chosen on unlabeled data:
+    ``GridSearchCV(...).fit(X, sample_domain=...)`` with no ``y``. Like
+    :func:`make_map_scorer`, it receives ``sample_domain`` through scikit-learn's
+    metadata routing, which must be enabled. How well it ranks fits as labelled mAP@All
+    does, and where it fails, is measured in :ref:`label-free-selection`.
 
     Returns
     -------
@@ -1002,14 +983,9 @@ def make_label_free_scorer(method="mutual_nn", **params):
     --------
     >>> from skucdr.metrics import make_label_free_scorer
     >>> make_label_free_scorer()
-    make_label_free_scorer(method='mutual_nn')
+    make_label_free_scorer()
     >>> # with sklearn.config_context(enable_metadata_routing=True):
     >>> #     GridSearchCV(est, grid, scoring=make_label_free_scorer(),
     >>> #                  cv=DomainStratifiedKFold(3)).fit(X, sample_domain=sample_domain)
     """
-    from .label_free import LABEL_FREE_SCORES
-
-    if method not in LABEL_FREE_SCORES:
-        raise ValueError(f"method must be one of {sorted(LABEL_FREE_SCORES)}, got "
-                         f"{method!r}.")
-    return _LabelFreeScorer(method, params)
+    return _LabelFreeScorer()

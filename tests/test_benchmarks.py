@@ -307,15 +307,13 @@ def test_pretrained_rows_score_both_directions():
 
 def test_label_free_selection_scores_every_fit(tmp_path):
     script = _load("label_free_selection")
-    from skucdr.label_free import LABEL_FREE_SCORES
-
     data = _digit_like_domains(n_per_class=6, n_classes=3)
     script.GRID = {"tiny": dict(max_epochs=1, n_components=4, batch_size=8, n_prototypes=2)}
     row = script.run_one("tiny", ("mnist", "optdigits"), 0, data, n=18, cache=tmp_path)
-    assert set(row) == {"fit_seconds", "map_all", *LABEL_FREE_SCORES}
+    assert set(row) == {"fit_seconds", "map_all", "mutual_nn"}
     saved = np.load(tmp_path / "tiny|mnist-optdigits|0.npz")
     assert saved["Z"].shape == (36, 4) and len(saved["y"]) == 36
-    results = {f"s{i}|mnist-optdigits|0": {**row, "map_all": m, "cycle": c}
+    results = {f"s{i}|mnist-optdigits|0": {**row, "map_all": m, "mutual_nn": c}
                for i, (m, c) in enumerate([(0.1, 0.2), (0.5, 0.4), (0.9, 0.8)])}
-    assert script.spearman(results, "mnist-optdigits", "cycle") == pytest.approx(1.0)
+    assert script.spearman(results, "mnist-optdigits", "mutual_nn") == pytest.approx(1.0)
     assert "| mnist-optdigits | 3 |" in script.markdown(results)

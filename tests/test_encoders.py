@@ -170,7 +170,7 @@ def test_frozen_backbone_runs_once_per_image_and_trains_only_the_head():
                                       n_components=8, max_epochs=2, batch_size=8,
                                       n_prototypes=2, device="cpu", random_state=0)
         model.fit(X, sample_domain=d)
-    assert calls == [32]  # every image once
+    assert calls == [32]  # every image once, also for the fitted rows' embeddings
     backbone = model.net_.module_.embedder.encoder
     reference = build_encoder("efficientnet_lite0", image_shape=(3, 16, 16), n_features=768)
     for trained, untouched in zip(backbone.state_dict().values(),
@@ -178,6 +178,8 @@ def test_frozen_backbone_runs_once_per_image_and_trains_only_the_head():
         torch.testing.assert_close(trained, untouched)  # the backbone did not move
     Z = model.transform(X, sample_domain=d)
     assert Z.shape == (32, 8) and np.isfinite(Z).all()
+    np.testing.assert_allclose(model.train_embedding_, Z, atol=1e-5)
+    assert not hasattr(model, "_train_embedding_from_cache")
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
 
 

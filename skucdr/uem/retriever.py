@@ -245,9 +245,24 @@ torch.nn.Module or FrozenEncoder, default="auto"
             seed=int(generator.initial_seed() % (2**31 - 1)),
         )
         net = self._train(module, objective, n_samples=len(codes))
-        if backbone is not None:  # the trained head now embeds the backbone's features
+        if backbone is not None:
+            # the fitted rows' embeddings from the cached features (no second backbone
+            # pass), then the trained head embeds the backbone's features
+            self._train_embedding_from_cache = self._embed_cached(net.module_.embedder, X)
             net.module_.embedder.encoder = backbone.to(net.device)
         return net
+
+    def _embed_cached(self, embedder, features):
+        """Embeddings of cached backbone features through the trained head (eval mode)."""
+        import torch
+
+        embedder.eval()
+        step = self._inference_batch_size()
+        device = next(embedder.parameters()).device
+        with torch.no_grad():
+            return np.concatenate([
+                embedder(features[start:start + step].to(device)).cpu().numpy()
+                for start in range(0, len(features), step)])
 
     def _domain_norm_parts(self, module):
         return [module.embedder.encoder]
