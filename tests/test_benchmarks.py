@@ -317,3 +317,13 @@ def test_label_free_selection_scores_every_fit(tmp_path):
                for i, (m, c) in enumerate([(0.1, 0.2), (0.5, 0.4), (0.9, 0.8)])}
     assert script.spearman(results, "mnist-optdigits", "mutual_nn") == pytest.approx(1.0)
     assert "| mnist-optdigits | 3 |" in script.markdown(results)
+
+
+def test_embedding_identity_compares_to_the_bit(tmp_path):
+    script = _load("embedding_identity")
+    a = {"uem_x": np.ones((2, 3), dtype=np.float32), "tps_knn": np.arange(4)}
+    np.savez(tmp_path / "a.npz", **a)
+    np.savez(tmp_path / "same.npz", **a)
+    np.savez(tmp_path / "moved.npz", **{**a, "uem_x": a["uem_x"] + 1e-7})
+    assert script.main(["--compare", str(tmp_path / "a.npz"), str(tmp_path / "same.npz")]) == 0
+    assert script.main(["--compare", str(tmp_path / "a.npz"), str(tmp_path / "moved.npz")]) == 1
