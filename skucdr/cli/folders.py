@@ -187,9 +187,7 @@ def run_query(args):
         for rank, (path, d) in enumerate(zip(row_paths, row_dist), start=1):
             print(f"  {rank:>2}  {d:.4f}  {path}")
     if args.figure:
-        from skucdr.datasets import read_images as decode
-
-        hits_X = decode(hits.ravel(), bundle["image_size"])[0].reshape(
+        hits_X = read_images(hits.ravel(), bundle["image_size"])[0].reshape(
             len(X), k, *X.shape[1:])
         saved = save_hit_grid(
             args.figure, X, hits_X, query_titles=[Path(p).name for p in args.images],
