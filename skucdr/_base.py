@@ -87,6 +87,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "index_params": [dict, None],
         "device": [str],
         "random_state": ["random_state"],
+        "checkpoint_dir": [str, os.PathLike, None],
         "verbose": ["verbose"],
     }
 
@@ -186,12 +187,14 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.device_ = resolve_device(self.device)
         codes = self._domain_codes(data.sample_domain)
         self._fit_input_standardization(data, codes)
+        self._checkpoint = self._checkpoint_file(data, codes)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         devices = [torch.cuda.current_device()] if self.device_.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
             self.net_ = self._fit_network(data, codes, generator)
+        del self._checkpoint
         self.history_ = self.net_.history
         self._n_features_out = self.n_components
         cached = self.__dict__.pop("_train_embedding_from_cache", None)  # frozen backbone
@@ -199,6 +202,19 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.train_domain_ = data.sample_domain
         self._set_gallery(self.train_embedding_, data.sample_domain)
         return data
+
+    def _checkpoint_file(self, data, codes):
+        """``(path, fingerprint)`` of this fit's checkpoint, or None without
+        ``checkpoint_dir`` (see :mod:`skucdr.nn.checkpoint`)."""
+        from .nn.checkpoint import checkpoint_path, fit_fingerprint
+
+        if self.checkpoint_dir is None:
+            return None
+        params = {k: v for k, v in self.get_params(deep=False).items()
+                  if k not in ("checkpoint_dir", "verbose")}
+        fingerprint = fit_fingerprint(type(self).__qualname__, params, data.X, codes,
+                                      self.domains_.tolist(), data.image_shape, self.device_)
+        return checkpoint_path(self.checkpoint_dir, type(self).__name__, fingerprint), fingerprint
 
     def _standardizes_inputs(self, image_shape):
         """Whether inputs of this shape are standardised per domain (none by default)."""
@@ -301,6 +317,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             device=self.device_,
             verbose=self.verbose,
             weight_decay=WEIGHT_DECAY,
+            checkpoint=self._checkpoint,
         )
         objective.release()
         return net

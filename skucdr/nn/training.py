@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -30,6 +31,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback, LRScheduler, ProgressBar
 from torch import nn
 
+from .checkpoint import TrainingCheckpoint, load_checkpoint, prepare_resume
 from .domain_norm import domain_codes
 
 __all__ = [
@@ -169,6 +171,30 @@ class Objective(ABC):
     def after_backward(self, net):
         """State updates that must wait until the backward pass is done (tensors used in
         the graph must not be modified in place before it); none by default."""
+
+    #: names of the attributes that change during training: what a checkpoint saves
+    STATE = ()
+
+    def state_dict(self):
+        """The training state named in :attr:`STATE` (tensors, arrays, plain values),
+        as saved between epochs by :class:`~skucdr.nn.checkpoint.TrainingCheckpoint`."""
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load_state_dict(self, state, net):
+        """Restore a :meth:`state_dict`, its tensors moved to the net's device."""
+        for name in self.STATE:
+            setattr(self, name, _to_device(state[name], net.device))
+
+
+def _to_device(value, device):
+    """``value`` with every tensor inside (lists, tuples, dicts) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
 
 
 class RowObjective(Objective):
@@ -350,6 +376,7 @@ def train_objective(
     optimizer=torch.optim.Adam,
     weight_decay=0.0,
     extra_callbacks=(),
+    checkpoint=None,
 ):
     """Train ``module`` with ``objective`` through a :class:`MultiDomainNet`.
 
@@ -359,6 +386,10 @@ def train_objective(
     update, which it picks by itself on CUDA but not on the CPU, where the per-tensor
     loop costs a Python round trip per parameter on every step. The updates are the same
     to the bit (tested).
+
+    With ``checkpoint=(path, fingerprint)`` the training state is written to ``path``
+    after every epoch (:class:`~skucdr.nn.checkpoint.TrainingCheckpoint`), and a state
+    already there for the same fingerprint is resumed, with a warning that says so.
 
     Returns
     -------
@@ -373,6 +404,11 @@ def train_objective(
         ("lr_schedule", schedule),
         *extra_callbacks,
     ]
+    resume = None
+    if checkpoint is not None:  # after lr_schedule, whose scheduler it restores
+        path, fingerprint = checkpoint
+        resume = load_checkpoint(path, fingerprint)
+        callbacks.append(("checkpoint", TrainingCheckpoint(path, fingerprint, resume)))
     if verbose:
         n_steps = len(objective.batches())
         callbacks.append(("progress", ProgressBar(batches_per_epoch=n_steps)))
@@ -394,7 +430,15 @@ def train_objective(
         callbacks__print_log=None,  # EpochLog prints instead
     )
     try:
-        net.fit(np.arange(n_samples), None)
+        if resume is None:
+            net.fit(np.arange(n_samples), None)
+        else:
+            net.initialize()
+            prepare_resume(net, resume)
+            done = len(net.history)
+            warnings.warn(f"Resuming the fit from the checkpoint {path}: {done} of "
+                          f"{max_epochs} epochs were done.", UserWarning, stacklevel=4)
+            net.partial_fit(np.arange(n_samples), None, epochs=max(0, max_epochs - done))
     except FitInterrupted as exc:
         raise KeyboardInterrupt(str(exc)) from None
     return net

@@ -114,6 +114,9 @@ class TPSNetObjective(RowObjective):
     #: label smoothing of L_i2tce
     EPSILON = 0.1
 
+    STATE = ("phase", "features", "labels", "n_classes", "prototypes", "domain_k",
+             "semantic", "embeddings")
+
     def __init__(self, X, codes, *, params, generator, augment, warmup_epochs,
                  stage1_epochs, seed):
         self.hp = SimpleNamespace(**params)
@@ -142,6 +145,18 @@ class TPSNetObjective(RowObjective):
             augment=augment, stage1_epochs=warmup_epochs,
             max_prototypes=self.hp.max_prototypes, seed=seed, embed=_image_features,
         )
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["idse"] = None if self.idse is None else self.idse.state_dict()
+        return state
+
+    def load_state_dict(self, state, net):
+        super().load_state_dict(state, net)
+        if state["idse"] is None:
+            self._release_idse()
+        else:
+            self.idse.load_state_dict(state["idse"], net)
 
     # -------------------------------------------------------------- epoch state
     def on_epoch_begin(self, net, epoch):

@@ -162,6 +162,9 @@ torch.nn.Module, default="auto"
     random_state : int, RandomState instance or None, default=None
         Seeds weights, prompts, batches, augmentation and k-means; CPU fits are
         reproducible.
+    checkpoint_dir : str, path or None, default=None
+        A directory where the fit saves its full training state after every epoch; a
+        fit with the same configuration and data resumes from it. See :ref:`checkpoints`.
     verbose : int, default=0
         When > 0: a progress bar and the per-epoch losses during fit, and a progress bar
         while embedding more than one inference batch.
@@ -253,6 +256,7 @@ torch.nn.Module, default="auto"
         index_params=None,
         device="auto",
         random_state=None,
+        checkpoint_dir=None,
         verbose=0,
     ):
         self.n_components = n_components
@@ -280,6 +284,7 @@ torch.nn.Module, default="auto"
         self.index_params = index_params
         self.device = device
         self.random_state = random_state
+        self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
 
     def _schedule(self):

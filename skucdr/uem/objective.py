@@ -70,6 +70,7 @@ class UEMObjective(RowObjective):
     VIEW_TAU = 0.2
     #: the elbow estimate of k is redone every this many prototype refreshes
     ELBOW_EVERY = 5
+    STATE = ("banks", "prototypes", "assignment", "alpha", "stage", "_k_cache", "_refreshes")
 
     def __init__(self, X, codes, *, params, generator, augment, stage1_epochs,
                  max_prototypes, seed, embed=None):
@@ -89,6 +90,20 @@ class UEMObjective(RowObjective):
         self.frozen = None
         self.alpha = 0.0
         self.stage = 1
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["frozen"] = None if self.frozen is None else self.frozen.state_dict()
+        return state
+
+    def load_state_dict(self, state, net):
+        super().load_state_dict(state, net)
+        self.frozen = None
+        if state["frozen"] is not None:  # the embedder as it was when stage 2 began
+            self.frozen = copy.deepcopy(net.module_.embedder).eval()
+            self.frozen.load_state_dict(state["frozen"])
+            for p in self.frozen.parameters():
+                p.requires_grad_(False)
 
     # -------------------------------------------------------------- epoch state
     def _embed_all(self, net):
