@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import numbers
 import os
+import pickle
 import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Mapping
@@ -286,6 +287,25 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                                  batch_size=self._inference_batch_size())
         return features, FeatureInput(encoder.feature_dim), encoder.eval()
 
+    def _convert_domain_norm(self, module):
+        """With ``domain_norm`` and several domains, turn the batch-norm layers of
+        :meth:`_domain_norm_parts` into per-domain
+        :class:`~skucdr.nn.domain_norm.DomainBatchNorm` layers."""
+        if self.domain_norm and len(self.domains_) > 1:
+            for part in self._domain_norm_parts(module):
+                convert_domain_batchnorm(part, len(self.domains_))
+
+    def _architecture(self):
+        """Plain values, besides the parameters and fitted attributes, that
+        :meth:`_rebuild_module` needs (none by default)."""
+        return {}
+
+    @abstractmethod
+    def _rebuild_module(self, architecture):
+        """The fitted module's architecture with untrained weights, from the parameters,
+        the fitted attributes and :meth:`_architecture` (used by
+        :func:`skucdr.persistence.load_retriever`)."""
+
     @abstractmethod
     def _fit_network(self, data, codes, generator):
         """Train the method's network on the validated ``data``; return the skorch net."""
@@ -305,9 +325,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         With ``domain_norm`` and several domains, the batch-norm layers of the
         encoders (:meth:`_domain_norm_parts`) first become
         :class:`~skucdr.nn.domain_norm.DomainBatchNorm` layers."""
-        if self.domain_norm and len(self.domains_) > 1:
-            for part in self._domain_norm_parts(module):
-                convert_domain_batchnorm(part, len(self.domains_))
+        self._convert_domain_norm(module)
         net = train_objective(
             module,
             objective,
@@ -701,20 +719,17 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         state.pop("_open_set_cache", None)  # and so are the open-set clusters
         if state.get("device_", "cpu") != "cpu" and "net_" in state:
             # Plain pickling stores GPU tensors that only a machine with that GPU can
-            # unpickle (skorch maps its module and optimizer, not the tensors its
-            # callbacks hold). torch.save's format lets __setstate__ map them all.
-            net = state.pop("net_")
-            if state.get("history_") is net.history:
-                del state["history_"]  # saved with the net; __setstate__ restores it
-            state["_net_torch_bytes"] = _dump_net(net)
+            # unpickle. A copy of the net with every tensor on the CPU is stored instead;
+            # __setstate__ moves it back to the GPU when that GPU is there.
+            net = state["net_"] = _net_on_cpu(state["net_"])
+            if "history_" in state:
+                state["history_"] = net.history
         return state
 
     def __setstate__(self, state):
-        packed = state.pop("_net_torch_bytes", None)
-        if packed is not None:
-            state["net_"], state["device_"] = _load_net(packed, state["device_"])
-            state["history_"] = state["net_"].history
         self.__dict__.update(state)
+        if self.__dict__.get("device_", "cpu") != "cpu" and "net_" in self.__dict__:
+            self.device_ = _move_net(self.net_, self.device_)
         self._gallery_indexes = {}
         self._open_set_cache = {}
 
@@ -749,18 +764,35 @@ def _is_fitted_state(name):
     return (name.endswith("_") and not name.startswith("__")) or name in _PRIVATE_FITTED_STATE
 
 
-def _dump_net(net):
-    """A net's class and attributes in torch.save's format (see :func:`_load_net`)."""
+class _CPUPickler(pickle.Pickler):
+    """A pickler that stores every tensor as a CPU tensor (parameters stay parameters;
+    shared tensors stay shared, through pickle's memo)."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.Tensor) and obj.device.type != "cpu":
+            data = obj.detach().cpu()
+            if isinstance(obj, torch.nn.Parameter):
+                return torch.nn.Parameter, (data, obj.requires_grad)
+            return _cpu_tensor, (data, obj.requires_grad)
+        return NotImplemented
+
+
+def _cpu_tensor(data, requires_grad):
+    return data.requires_grad_(requires_grad) if requires_grad else data
+
+
+def _net_on_cpu(net):
+    """A copy of ``net`` whose tensors are all on the CPU (module, optimizer, callbacks)."""
     buffer = io.BytesIO()
-    # the attributes, not the net: skorch's own pickling would choose the device of its
-    # module and optimizer by itself at load time (and fail on a missing "cuda:3")
-    torch.save({"class": type(net), "attributes": dict(net.__dict__)}, buffer)
-    return buffer.getvalue()
+    _CPUPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(net)
+    copy = pickle.loads(buffer.getvalue())
+    copy.device = "cpu"
+    return copy
 
 
-def _load_net(packed, device):
-    """Rebuild a net saved by :func:`_dump_net` on ``device``, or on the CPU when that
-    device is missing here; returns the net and the device it is on."""
+def _move_net(net, device):
+    """Move an unpickled CPU ``net`` to ``device``, or leave it on the CPU with a warning
+    when that device is missing here; returns the device it is on."""
     if not device_available(device):
         warnings.warn(
             f"This retriever was fitted on device {device!r}, which is not available "
@@ -768,12 +800,14 @@ def _load_net(packed, device):
             UserWarning,
             stacklevel=3,
         )
-        device = "cpu"
-    saved = torch.load(io.BytesIO(packed), map_location=device, weights_only=False)
-    net = saved["class"].__new__(saved["class"])
-    net.__dict__.update(saved["attributes"])
+        return "cpu"
+    net.module_.to(device)
+    for per_parameter in net.optimizer_.state.values():
+        for key, value in per_parameter.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                per_parameter[key] = value.to(device)
     net.device = device
-    return net, device
+    return device
 
 
 def _drop_self(dist, found, q_rows, n_neighbors):

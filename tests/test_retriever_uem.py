@@ -2,6 +2,7 @@
 
 import copy
 import io
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -10,6 +11,7 @@ import sklearn
 import torch
 from sklearn.model_selection import GridSearchCV
 
+import skucdr
 from skucdr import UniversalCDRRetriever
 from skucdr.metrics import make_map_scorer
 from skucdr.model_selection import DomainStratifiedKFold
@@ -129,13 +131,24 @@ def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu(two_domains, fitted, mon
                                   fitted.transform(X, sample_domain=d))
 
 
-def test_gpu_model_state_holds_its_history_once(fitted):
-    # the history travels inside the packed net, not a second time as history_
+def test_gpu_model_is_pickled_as_a_cpu_copy_and_loaded_without_torch_load(
+        two_domains, fitted, monkeypatch):
     posing = copy.deepcopy(fitted)
     posing.device_ = posing.net_.device = "cuda"
     state = posing.__getstate__()
-    assert "_net_torch_bytes" in state and "net_" not in state
-    assert "history_" not in state
+    assert state["net_"] is not posing.net_ and state["history_"] is state["net_"].history
+    assert all(p.device.type == "cpu" for p in state["net_"].module_.parameters())
+    # the package itself never calls torch.load(weights_only=False) (what remains is
+    # pickle's own, which torch uses for any pickled tensor: joblib files run pickle)
+    for path in Path(skucdr.__file__).parent.rglob("*.py"):
+        assert "weights_only=False" not in path.read_text(), path
+    buffer = _dumped_as_fitted_on(fitted, "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="loaded on the CPU"):
+        loaded = joblib.load(buffer)
+    X, _, d = two_domains
+    np.testing.assert_array_equal(loaded.transform(X, sample_domain=d),
+                                  fitted.transform(X, sample_domain=d))
 
 
 def test_model_fitted_on_a_missing_gpu_index_loads_on_the_cpu(fitted, monkeypatch):

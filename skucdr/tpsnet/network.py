@@ -461,6 +461,7 @@ class TPSNetModule(nn.Module):
                 self.residual_proj.weight.copy_(q if n_components > text_dim else q.T)
         self.prior_gate = nn.Parameter(torch.zeros(()))
         self.n_domains = n_domains
+        self.max_classes = max_classes
         # Prompt text features (n_domains, C, text_dim), frozen after DPG; empty before.
         self.register_buffer("class_text", torch.zeros(n_domains, 0, text_dim))
 

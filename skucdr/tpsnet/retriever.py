@@ -10,7 +10,7 @@ import numpy as np
 from .._base import BaseRetriever
 from .._sklearn_compat import HasMethods, Interval, StrOptions
 from ..nn.augment import build_augment
-from ..nn.encoders import FrozenEncoder
+from ..nn.encoders import FrozenEncoder, build_encoder
 from .network import TPSNetModule
 from .objective import TPSNetObjective
 from .text import BuiltinTextTower
@@ -287,6 +287,38 @@ torch.nn.Module, default="auto"
         self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
 
+    def _network(self, encoder, max_classes, generator=None):
+        tower = None
+        if self.text_prior:
+            tower = BuiltinTextTower() if self.text_tower == "builtin" \
+                else copy.deepcopy(self.text_tower)
+        n_channels = self.image_shape_[0]
+        return TPSNetModule(
+            encoder,
+            n_components=self.n_components,
+            n_domains=len(self.domains_),
+            tower=tower,
+            text_dim=tower.output_dim if tower is not None else self.n_components,
+            max_classes=max_classes,
+            n_ctx=self.n_ctx,
+            phase_prior=self.phase_prior,
+            phase_channels=1 if n_channels in (1, 3) else n_channels,
+            fusion=self.fusion,
+            # the largest divisor of n_components not above 4
+            n_heads=max(h for h in (4, 3, 2, 1) if self.n_components % h == 0),
+            generator=generator,
+        )
+
+    def _architecture(self):
+        return {"max_classes": self.net_.module_.max_classes}
+
+    def _rebuild_module(self, architecture):
+        encoder = build_encoder(self.encoder, image_shape=self.image_shape_,
+                                n_features=self.n_features_in_)
+        module = self._network(encoder, architecture["max_classes"])
+        self._convert_domain_norm(module)
+        return module
+
     def _schedule(self):
         """(warm-up epochs, stage-1 epochs) of the ``max_epochs``."""
         stage1 = min(round(STAGE1_FRACTION * self.max_epochs), self.max_epochs - 1)
@@ -302,29 +334,10 @@ torch.nn.Module, default="auto"
                 "text priors; FrozenEncoder is for UniversalCDRRetriever. Pass the encoder "
                 "itself to fine-tune it.")
         X, encoder, _ = self._training_inputs(data, codes)
-        tower = None
-        if self.text_prior:
-            tower = BuiltinTextTower() if self.text_tower == "builtin" \
-                else copy.deepcopy(self.text_tower)
-        n_domains = len(self.domains_)
-        counts = np.bincount(codes, minlength=n_domains)
+        counts = np.bincount(codes, minlength=len(self.domains_))
         k_max = self.max_prototypes if self.n_prototypes == "elbow" else self.n_prototypes
-        n_channels = data.image_shape[0]
-        module = TPSNetModule(
-            encoder,
-            n_components=self.n_components,
-            n_domains=n_domains,
-            tower=tower,
-            text_dim=tower.output_dim if tower is not None else self.n_components,
-            max_classes=int(n_domains * min(k_max, counts.max())),
-            n_ctx=self.n_ctx,
-            phase_prior=self.phase_prior,
-            phase_channels=1 if n_channels in (1, 3) else n_channels,
-            fusion=self.fusion,
-            # the largest divisor of n_components not above 4
-            n_heads=max(h for h in (4, 3, 2, 1) if self.n_components % h == 0),
-            generator=generator,
-        )
+        module = self._network(encoder, int(len(self.domains_) * min(k_max, counts.max())),
+                               generator)
         warmup_epochs, stage1_epochs = self._schedule()
         objective = TPSNetObjective(
             X,

@@ -10,7 +10,7 @@ from .._base import BaseRetriever
 from .._sklearn_compat import Interval, StrOptions
 from ..cluster import MERGE_RULES
 from ..nn.augment import build_augment
-from ..nn.encoders import EmbeddingNet
+from ..nn.encoders import EmbeddingNet, FrozenEncoder, build_encoder
 from .network import UEMModule
 from .objective import UEMObjective
 
@@ -234,8 +234,7 @@ torch.nn.Module or FrozenEncoder, default="auto"
 
     def _fit_network(self, data, codes, generator):
         X, encoder, backbone = self._training_inputs(data, codes)
-        embedder = EmbeddingNet(encoder, self.n_components)
-        module = UEMModule(embedder, self.n_components, len(self.domains_))
+        module = self._network(encoder)
         stage2_epochs = int(round(STAGE2_FRACTION * self.max_epochs))
         # a frozen backbone's cached features are augmented as feature vectors
         augment_shape = data.image_shape if backbone is None else None
@@ -256,6 +255,19 @@ torch.nn.Module or FrozenEncoder, default="auto"
             self._train_embedding_from_cache = self._embed_cached(net.module_.embedder, X)
             net.module_.embedder.encoder = backbone.to(net.device)
         return net
+
+    def _network(self, encoder):
+        return UEMModule(EmbeddingNet(encoder, self.n_components), self.n_components,
+                         len(self.domains_))
+
+    def _rebuild_module(self, architecture):
+        frozen = isinstance(self.encoder, FrozenEncoder)
+        encoder = build_encoder(self.encoder.encoder if frozen else self.encoder,
+                                image_shape=self.image_shape_, n_features=self.n_features_in_)
+        module = self._network(encoder)
+        if not frozen:  # a frozen backbone joins after training, with its own batch norm
+            self._convert_domain_norm(module)
+        return module
 
     def _embed_cached(self, embedder, features):
         """Embeddings of cached backbone features through the trained head (eval mode)."""
