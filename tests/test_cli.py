@@ -77,10 +77,10 @@ FIT = ("--image-size", "12", "--max-epochs", "2", "--quiet", "--device", "cpu")
 def test_fit_query_index_evaluate_on_unlabeled_and_labelled_folders(tmp_path):
     pytest.importorskip("PIL")
     unlabeled = _write_folders(tmp_path / "unlabeled", labelled=False)
-    model = tmp_path / "model.joblib"
+    model = tmp_path / "model"
     fitted = _run("fit", unlabeled, "--domains", "photos", "sketches", "--out", model, *FIT)
     assert fitted.returncode == 0, fitted.stderr
-    assert "photos (18 images), sketches (18 images)" in fitted.stdout and model.is_file()
+    assert "photos (18 images), sketches (18 images)" in fitted.stdout and (model / "weights.pt").is_file()
 
     queries = sorted((unlabeled / "photos").glob("c1_*.png"))[:2]
     figure = tmp_path / "hits.png"
@@ -120,7 +120,7 @@ def test_fit_query_index_evaluate_on_unlabeled_and_labelled_folders(tmp_path):
 def test_tpsnet_fits_through_the_command(tmp_path):
     pytest.importorskip("PIL")
     root = _write_folders(tmp_path / "folders", labelled=True, n_per_class=4)
-    model = tmp_path / "tpsnet.joblib"
+    model = tmp_path / "tpsnet"
     fitted = _run("fit", root, "--out", model, "--method", "tpsnet", "--image-size", "12",
                   "--max-epochs", "3", "--quiet", "--device", "cpu")
     assert fitted.returncode == 0, fitted.stderr
@@ -131,18 +131,25 @@ def test_tpsnet_fits_through_the_command(tmp_path):
 def test_errors_are_one_line_with_a_non_zero_status(tmp_path):
     pytest.importorskip("PIL")
     unlabeled = _write_folders(tmp_path / "unlabeled", labelled=False, n_per_class=2)
-    missing = _run("fit", tmp_path / "nowhere", "--out", tmp_path / "m.joblib")
+    missing = _run("fit", tmp_path / "nowhere", "--out", tmp_path / "m")
     assert missing.returncode == 2
     assert missing.stderr.strip().startswith("skucdr fit: error: Image folder root")
     assert len(missing.stderr.strip().splitlines()) == 1
-    not_a_model = tmp_path / "junk.joblib"
+    not_a_model = tmp_path / "junk"
     not_a_model.write_bytes(b"junk")
     bad = _run("query", not_a_model, next(unlabeled.rglob("*.png")))
-    assert bad.returncode == 2 and "not a skucdr model file" in bad.stderr
+    assert bad.returncode == 2 and "not a skucdr model directory" in bad.stderr
     outside = _run("fit", unlabeled, "--domains", "../unlabeled", "--out", tmp_path / "m")
     assert outside.returncode == 2 and "not a folder name" in outside.stderr
-    model = tmp_path / "m.joblib"
-    assert _run("fit", unlabeled, "--out", model, *FIT).returncode == 0
+    model = tmp_path / "m"
+    not_a_model_dir = _run("fit", unlabeled, "--out", not_a_model, *FIT)
+    assert not_a_model_dir.returncode == 2 and "not a skucdr model directory" in \
+        not_a_model_dir.stderr
+    ckpt = tmp_path / "ckpt"
+    assert _run("fit", unlabeled, "--out", model, *FIT, "--checkpoint-dir", ckpt).returncode == 0
+    again = _run("fit", unlabeled, "--out", model, *FIT, "--checkpoint-dir", ckpt)
+    assert again.returncode == 0 and "Resuming the fit from the checkpoint" in again.stderr
+    assert sorted(p.name for p in model.iterdir()) == ["cli.json", "config.json", "weights.pt"]
     unlabeled_eval = _run("evaluate", model, unlabeled)
     assert unlabeled_eval.returncode == 2 and "holds no class folders" in unlabeled_eval.stderr
     bad_k = _run("query", model, next(unlabeled.rglob("*.png")), "-k", "0")
@@ -166,7 +173,7 @@ def test_fit_with_a_frozen_pretrained_backbone(tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch",
                         reason="efficientnet-lite-pytorch (skucdr[pretrained]) not installed")
     root = _write_folders(tmp_path / "folders", labelled=False, n_per_class=2)
-    model = tmp_path / "lite0.joblib"
+    model = tmp_path / "lite0"
     fitted = _run("fit", root, "--out", model, "--encoder", "efficientnet_lite0",
                   "--freeze-encoder", "--image-size", "32", "--max-epochs", "2", "--quiet",
                   "--device", "cpu")

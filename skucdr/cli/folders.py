@@ -1,13 +1,15 @@
 """``skucdr fit | index | query | evaluate``: a retriever on your own image folders.
 
-A model file is a joblib file holding the fitted retriever, the image size it was
-trained at, and the file of every gallery row, so that every hit maps back to a file.
-Loading it runs pickle: only load model files you trust.
+A model is a directory: the retriever as :func:`skucdr.persistence.save_retriever`
+writes it (``config.json`` and ``weights.pt``, loaded without pickle) and ``cli.json``,
+with the image size it was trained at and the file of every gallery row, so that every
+hit maps back to a file.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -17,38 +19,54 @@ from .demo import make_retriever
 from .figures import save_hit_grid
 
 MODEL_FORMAT = "skucdr-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
+CLI_FILE = "cli.json"
 
 
 # --------------------------------------------------------------------- the model file
 def save_model(path, retriever, *, image_size, gallery_paths):
-    """Write the model file: the retriever, its image size and its gallery's files."""
-    import joblib
+    """Write the model directory: the retriever, its image size and its gallery's files.
 
-    bundle = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "retriever": retriever,
-              "image_size": int(image_size),
-              "gallery_paths": np.asarray(gallery_paths, dtype=object)}
+    The directory is written beside ``path`` and renamed into place, so a crash never
+    leaves a half-written model behind."""
+    from skucdr.persistence import save_retriever
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    joblib.dump(bundle, tmp)
-    tmp.replace(path)  # a crash never leaves a half-written model behind
+    if path.exists() and not (path / CLI_FILE).is_file():
+        raise ValueError(f"{str(path)!r} exists and is not a skucdr model directory; "
+                         "choose another --out.")
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_retriever(retriever, partial)
+    (partial / CLI_FILE).write_text(json.dumps({
+        "format": MODEL_FORMAT, "version": MODEL_VERSION, "image_size": int(image_size),
+        "gallery_paths": [str(p) for p in gallery_paths]}))
+    former = path.with_name(path.name + ".former")
+    if path.exists():
+        path.rename(former)
+    partial.rename(path)
+    shutil.rmtree(former, ignore_errors=True)
 
 
 def load_model(path):
-    """The model file's contents, checked; a one-line ``ValueError`` otherwise."""
-    import joblib
+    """The model's retriever, image size and gallery files, checked; a one-line
+    ``ValueError`` otherwise. Nothing in it is unpickled."""
+    from skucdr.persistence import load_retriever
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist.")
+    if not path.exists():
+        raise FileNotFoundError(f"model {str(path)!r} does not exist.")
     try:
-        bundle = joblib.load(path)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a model"
-        raise ValueError(f"{str(path)!r} is not a skucdr model file ({exc}).") from exc
-    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a skucdr model file "
-                         "(write one with `skucdr fit`).")
+        bundle = json.loads((path / CLI_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is not a skucdr model directory (written by "
+                         f"`skucdr fit`): {exc}") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT \
+            or bundle.get("version") != MODEL_VERSION:
+        raise ValueError(f"{str(path)!r} is not a skucdr model directory of version "
+                         f"{MODEL_VERSION} (write one with `skucdr fit`).")
+    bundle["retriever"] = load_retriever(path)
+    bundle["gallery_paths"] = np.asarray(bundle["gallery_paths"], dtype=object)
     return bundle
 
 
@@ -133,6 +151,8 @@ def run_fit(args):
         params["encoder"] = FrozenEncoder(args.encoder or "auto")
     if args.device is not None:
         params["device"] = args.device
+    if args.checkpoint_dir is not None:
+        params["checkpoint_dir"] = args.checkpoint_dir
     retriever = make_retriever(args.method, max_epochs=args.max_epochs, seed=args.seed,
                                verbose=0 if args.quiet else 1, **params)
     print(f"Training {type(retriever).__name__} (no labels) ...")
@@ -257,12 +277,12 @@ def add_parsers(sub):
     fit = sub.add_parser(
         "fit", help="train a retriever on unlabeled image folders and save it",
         description="Train on ROOT/<domain>/<image> (or ROOT/<domain>/<class>/<image>, "
-                    "whose class folders are ignored for training) and save a model file "
+                    "whose class folders are ignored for training) and save a model directory "
                     "whose gallery is the fitted images.")
     fit.add_argument("root", help="folder holding one subfolder per domain")
     fit.add_argument("--domains", nargs="+", default=None, metavar="DOMAIN",
                      help="domain folder names (default: every subfolder of ROOT)")
-    fit.add_argument("--out", required=True, help="model file to write")
+    fit.add_argument("--out", required=True, help="model directory to write")
     fit.add_argument("--method", choices=("uem", "tpsnet"), default="uem",
                      help="uem = UniversalCDRRetriever (default), tpsnet = TextPhaseRetriever")
     fit.add_argument("--encoder", default=None, choices=_IMAGE_ENCODERS,
@@ -278,6 +298,9 @@ def add_parsers(sub):
                      help="training epochs (default: the estimator's)")
     fit.add_argument("--device", default=None, help="cpu, cuda or auto (default: auto)")
     fit.add_argument("--seed", type=int, default=0, help="random_state (default: 0)")
+    fit.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                     help="save the training state after every epoch; the same command "
+                          "run again resumes an interrupted fit")
     fit.add_argument("--quiet", action="store_true", help="no progress bar or loss lines")
     fit.set_defaults(run=run_fit)
 
@@ -285,7 +308,7 @@ def add_parsers(sub):
         "index", help="make image folders the model's gallery (the catalogue to search)",
         description="Embed ROOT/<domain>/<image> with the model, batch by batch, and save "
                     "them as its gallery (replacing it, or after it with --append).")
-    index.add_argument("model", help="model file written by `skucdr fit`")
+    index.add_argument("model", help="model directory written by `skucdr fit`")
     index.add_argument("root", help="folder holding one subfolder per catalogue domain")
     index.add_argument("--domains", nargs="+", default=None, metavar="DOMAIN")
     index.add_argument("--append", action="store_true",
@@ -297,7 +320,7 @@ def add_parsers(sub):
         "query", help="print the gallery files nearest to query images",
         description="For each IMAGE, print its k nearest gallery images: rank, cosine "
                     "distance and file path.")
-    query.add_argument("model", help="model file written by `skucdr fit`")
+    query.add_argument("model", help="model directory written by `skucdr fit`")
     query.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
     query.add_argument("--query-domain", default=None,
                        help="the domain the query images come from (default: unseen)")
@@ -313,7 +336,7 @@ def add_parsers(sub):
         description="Embed ROOT/<domain>/<class>/<image> and report mAP@All and P@1/5/15 "
                     "for every ordered pair of domains; labels come from the class "
                     "folders and are used for scoring only.")
-    evaluate.add_argument("model", help="model file written by `skucdr fit`")
+    evaluate.add_argument("model", help="model directory written by `skucdr fit`")
     evaluate.add_argument("root", help="folder with ROOT/<domain>/<class>/<image>")
     evaluate.add_argument("--domains", nargs="+", default=None, metavar="DOMAIN")
     evaluate.add_argument("--json", default=None, help="also write the results as JSON")

@@ -153,7 +153,7 @@ def load_checkpoint(path, fingerprint):
     return state
 
 
-def _load_module_state(module, saved):
+def load_module_state(module, saved):
     """Load ``saved`` into ``module``; buffers whose shape a fit changes (TPSNet's
     ``class_text``) are first given the saved shape."""
     for name, buffer in list(module.named_buffers()):
@@ -190,7 +190,7 @@ class TrainingCheckpoint(Callback):
         if state is None:
             return
         module = net.module_
-        _load_module_state(module, state["module"])
+        load_module_state(module, state["module"])
         for name, parameter in module.named_parameters():
             parameter.requires_grad_(state["requires_grad"][name])
         _lr_scheduler(net).load_state_dict(_from_safe(state["lr_scheduler"]))
