@@ -177,3 +177,39 @@ def test_cross_validate_without_routing_raises_clear_error(shifted):
         cross_validate(
             DomainCentering(), X, y, scoring=make_map_scorer(), cv=DomainStratifiedKFold(3)
         )
+
+
+
+def test_parallel_fits_equal_sequential_fits_at_equal_threads():
+    """joblib's workers run torch on cpu_count // n_jobs threads each: sequential fits on
+    that many threads give the same models to the bit, so GridSearchCV's scores do not
+    depend on n_jobs (docs/index.md, "Threads"); on other thread counts they differ."""
+    import joblib
+    import torch
+
+    from skucdr import UniversalCDRRetriever
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(96, 3 * 16 * 16).astype(np.float32)
+    d = np.repeat(["a", "b"], 48)
+    cv = DomainStratifiedKFold(n_splits=2, shuffle=True, random_state=0)
+    est = UniversalCDRRetriever(n_components=4, max_epochs=2, batch_size=8, device="cpu",
+                                image_shape=(3, 16, 16), random_state=0)
+
+    def embeddings(n_jobs):
+        with sklearn.config_context(enable_metadata_routing=True):
+            fitted = cross_validate(est, X, params={"sample_domain": d}, cv=cv, n_jobs=n_jobs,
+                                    scoring=lambda *a, **k: 0.0, return_estimator=True)
+        return np.stack([e.transform(X, sample_domain=d) for e in fitted["estimator"]])
+
+    threads = torch.get_num_threads()
+    worker_threads = max(1, joblib.cpu_count() // 2)
+    try:
+        torch.set_num_threads(worker_threads)
+        sequential, parallel = embeddings(1), embeddings(2)
+        torch.set_num_threads(worker_threads + 1)
+        other_threads = embeddings(1)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(sequential, parallel)
+    assert np.abs(other_threads - sequential).max() > 0
