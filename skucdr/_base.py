@@ -822,9 +822,14 @@ def _drop_self(dist, found, q_rows, n_neighbors):
 
 def _within_domain_map(Z, y):
     """Leave-one-out mAP inside one domain (used when only one domain is given)."""
-    from .metrics import _leave_one_out_map
+    from .metrics import _check_labels, _leave_one_out_map
 
+    y = _check_labels(y, len(Z), "y", "X")
     if len(Z) < 2:
         warnings.warn("score needs at least two rows; returning nan.", stacklevel=3)
         return float("nan")
-    return _leave_one_out_map(Z, y)
+    score = _leave_one_out_map(Z, y)
+    if np.isnan(score):
+        warnings.warn("score: no row shares its class with another row, so no query has a "
+                      "relevant item; returning nan.", UserWarning, stacklevel=3)
+    return score

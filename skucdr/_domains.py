@@ -66,6 +66,13 @@ def pack_domains(mapping):
         )
     if len(mapping) == 0:
         raise ValueError("pack_domains got an empty mapping: at least one domain is needed.")
+    keys = list(mapping)
+    all_str = all(isinstance(k, (str, np.str_)) for k in keys)
+    all_int = all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keys)
+    if not (all_str or all_int):
+        raise TypeError(
+            f"The mapping's keys are domain names: all str or all int, got {keys!r}."
+        )
     values = list(mapping.values())
     with_labels = [isinstance(v, tuple) and len(v) == 2 for v in values]
     if any(with_labels) and not all(with_labels):
@@ -105,13 +112,20 @@ def pack_domains(mapping):
         names.append(np.full(x_part.shape[0], name, dtype=object))
     X = np.concatenate(xs, axis=0)
     sample_domain = np.concatenate(names)
-    if all(isinstance(n, (int, np.integer)) for n in mapping):
+    if all_int:
         sample_domain = sample_domain.astype(np.int64)
     else:
         sample_domain = sample_domain.astype(str)
     if with_labels:
         return X, np.concatenate(ys), sample_domain
     return X, sample_domain
+
+
+def _holds_arrays(items):
+    """Whether a list or tuple holds 2-D arrays of rows, or items of different shapes,
+    rather than the rows (or images) of one array."""
+    shapes = [np.shape(item) for item in items]
+    return bool(shapes) and (any(len(s) == 2 for s in shapes) or len(set(shapes)) > 1)
 
 
 def _domain_order(sample_domain):
@@ -139,12 +153,9 @@ def unpack_domains(Z, sample_domain, *, domains=None):
         ``{domain: Z[sample_domain == domain]}``.
     """
     Z = np.asarray(Z) if not hasattr(Z, "iloc") else Z
-    sample_domain = np.asarray(sample_domain)
-    if sample_domain.shape != (len(Z),):
-        raise ValueError(
-            f"sample_domain has shape {sample_domain.shape}; expected ({len(Z)},), one "
-            "domain label per row."
-        )
+    if np.ndim(Z) == 0:
+        raise ValueError(f"Z must hold rows (an array of at least 1 dimension), got {Z!r}.")
+    sample_domain = check_sample_domain(sample_domain, len(Z), rows_of="Z")
     order = _domain_order(sample_domain) if domains is None else list(domains)
     take = (lambda m: Z.iloc[m]) if hasattr(Z, "iloc") else (lambda m: Z[m])
     return {_to_python(d): take(sample_domain == d) for d in order}
@@ -260,6 +271,13 @@ def check_domain_input(
             )
         X, sample_domain = pack_domains(X)
 
+    elif isinstance(X, (list, tuple)) and _holds_arrays(X):
+        raise TypeError(
+            f"X is a {type(X).__name__} of {len(X)} arrays; a mapping of domains is "
+            "expected for several arrays, {name: X_domain} (dict(zip(names, arrays))), or "
+            "one array of rows with sample_domain."
+        )
+
     image_shape = _check_image_shape(image_shape)
     if image_shape is not None:
         _reject_channels_last(image_shape, "image_shape")
@@ -310,19 +328,7 @@ def check_domain_input(
     if sample_domain is None:
         sample_domain = np.zeros(n, dtype=np.int64)
     else:
-        sample_domain = np.asarray(sample_domain)
-        if sample_domain.ndim != 1 or sample_domain.shape[0] != n:
-            raise ValueError(
-                f"sample_domain has shape {sample_domain.shape}; expected ({n},), one domain "
-                "label per row of X."
-            )
-        if sample_domain.dtype.kind not in "iuUSO":
-            raise TypeError(
-                "sample_domain must hold domain names (str) or ints, got dtype "
-                f"{sample_domain.dtype}."
-            )
-        if sample_domain.dtype.kind == "O":
-            sample_domain = _labels_from_objects(sample_domain)
+        sample_domain = check_sample_domain(sample_domain, n)
     return DomainInput(
         X=X,
         sample_domain=sample_domain,
@@ -331,6 +337,32 @@ def check_domain_input(
         domain_order=[_to_python(d) for d in _domain_order(sample_domain)],
         domains_given=domains_given,
     )
+
+
+def check_sample_domain(sample_domain, n, rows_of="X"):
+    """``sample_domain`` as a 1-D array of ``n`` str or int labels.
+
+    Raises
+    ------
+    ValueError
+        When its shape is not ``(n,)`` or a label is None or NaN.
+    TypeError
+        When it holds other types than str or int, or a mix of both.
+    """
+    sample_domain = np.asarray(sample_domain)
+    if sample_domain.ndim != 1 or sample_domain.shape[0] != n:
+        raise ValueError(
+            f"sample_domain has shape {sample_domain.shape}; expected ({n},), one domain "
+            f"label per row of {rows_of}."
+        )
+    if sample_domain.dtype.kind not in "iuUSO":
+        raise TypeError(
+            "sample_domain must hold domain names (str) or ints, got dtype "
+            f"{sample_domain.dtype}."
+        )
+    if sample_domain.dtype.kind == "O":
+        sample_domain = _labels_from_objects(sample_domain)
+    return sample_domain
 
 
 def _labels_from_objects(sample_domain):

@@ -13,6 +13,8 @@ and not adopted (round-trip consistency, soft neighbourhood density), are in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 __all__ = ["mutual_neighbor_rate"]
@@ -27,18 +29,17 @@ def _normalized(Z):
 
 
 def _check(Z, sample_domain):
-    Z = np.asarray(Z)
-    if Z.ndim != 2:
-        raise ValueError(f"Z must be 2-D embeddings (n_samples, n_components), got shape "
-                         f"{Z.shape}.")
+    from sklearn.utils import check_array
+
+    from ._domains import check_sample_domain
+
+    if isinstance(Z, Mapping):
+        raise TypeError("Z must be an array of embeddings (n_samples, n_components) with "
+                        "sample_domain, not a mapping: use skucdr.pack_domains first.")
+    Z = check_array(Z, dtype=[np.float32, np.float64], input_name="Z", ensure_min_samples=2)
     if sample_domain is None:
         raise ValueError("sample_domain is required: the scores compare domains.")
-    sample_domain = np.asarray(sample_domain)
-    if sample_domain.shape != (Z.shape[0],):
-        raise ValueError(f"sample_domain has shape {sample_domain.shape}; expected "
-                         f"({Z.shape[0]},), one domain per row of Z.")
-    if not np.isfinite(Z).all():
-        raise ValueError("Z holds NaN or infinite values.")
+    sample_domain = check_sample_domain(sample_domain, Z.shape[0], rows_of="Z")
     domains = list(dict.fromkeys(sample_domain.tolist()))
     if len(domains) < 2:
         raise ValueError(f"the scores need at least 2 domains; sample_domain holds "

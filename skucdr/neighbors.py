@@ -85,8 +85,12 @@ def _min_training_rows(index):
 def _faiss_message(exc):
     """The informative tail of a faiss C++ error message."""
     text = str(exc).strip()
-    match = re.search(r"Error: (.*)$", text, flags=re.S)
-    return (match.group(1) if match else text.splitlines()[-1]).strip()
+    # "Error in <C++ signature> at <file>:<line>: <message>", or "... Error: <message>"
+    for pattern in (r"Error: (.*)$", r"Error in .*? at \S+:\d+: (.*)$"):
+        match = re.search(pattern, text, flags=re.S)
+        if match:
+            return match.group(1).strip()
+    return text.splitlines()[-1].strip()
 
 
 class FaissCosineIndex(BaseEstimator):

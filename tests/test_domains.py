@@ -83,3 +83,16 @@ def test_check_domain_input_keeps_channels_first_images(shape):
 def test_check_domain_input_rejects_float_domains():
     with pytest.raises(TypeError, match="domain names"):
         check_domain_input(_Est(), np.zeros((2, 2)), np.array([0.5, 1.5]))
+
+
+def test_a_list_of_arrays_is_told_a_mapping_is_expected():
+    from skucdr import UniversalCDRRetriever
+
+    X = np.random.RandomState(0).rand(7, 3).astype(np.float32)
+    for given in ([X[:3], X[3:]], (X[:3], X[:3]), [[1.0, 2.0], [3.0]]):
+        with pytest.raises(TypeError, match="a mapping of domains is expected"):
+            check_domain_input(UniversalCDRRetriever(), given)
+    # the rows, or the images, of one array stay array-likes
+    assert check_domain_input(UniversalCDRRetriever(), list(X)).X.shape == (7, 3)
+    images = [np.zeros((1, 4, 4), dtype=np.float32)] * 3
+    assert check_domain_input(UniversalCDRRetriever(), images).image_shape == (1, 4, 4)

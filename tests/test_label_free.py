@@ -44,8 +44,14 @@ def test_scores_ignore_row_order_and_scale():
 def test_bad_input_is_named():
     Z, d = _clusters()
     with pytest.raises(ValueError, match="at least 2 domains"):
+        mutual_neighbor_rate(Z, np.zeros(len(Z), dtype=int))
+    with pytest.raises(TypeError, match="names \\(str\\) or ints, got dtype float64"):
         mutual_neighbor_rate(Z, np.zeros(len(Z)))
-    with pytest.raises(ValueError, match="one domain per row"):
+    with pytest.raises(TypeError, match="not a mapping"):
+        mutual_neighbor_rate({"a": Z}, None)
+    with pytest.raises(ValueError, match="Complex data"):
+        mutual_neighbor_rate(Z.astype(complex), d)
+    with pytest.raises(ValueError, match="one domain label per row of Z"):
         mutual_neighbor_rate(Z, d[:-1])
     with pytest.raises(ValueError, match="sample_domain is required"):
         mutual_neighbor_rate(Z, None)
@@ -53,7 +59,7 @@ def test_bad_input_is_named():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         mutual_neighbor_rate(bad, d)
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="dim 3"):
         mutual_neighbor_rate(Z[None], d)
 
 

@@ -586,3 +586,11 @@ def test_pandas_output_refuses_mappings_with_a_clear_message(two_domains, fitted
     with pytest.raises(ValueError, match="holds images"):
         phase.transform(images)
     assert phase.transform(images.reshape(4, -1)).shape == (4, 36)
+
+
+def test_score_within_one_domain_checks_y_and_says_why_it_is_nan(fitted):
+    X = np.random.RandomState(1).rand(4, fitted.n_features_in_).astype(np.float32)
+    with pytest.raises(ValueError, match="one label per row of X"):
+        fitted.score(X, [0, 1])
+    with pytest.warns(UserWarning, match="no row shares its class"):
+        assert np.isnan(fitted.score(X, [0, 1, 2, 3]))
