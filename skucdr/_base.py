@@ -20,12 +20,14 @@ gallery, open-set detection, scoring, metadata requests and persistence — live
 
 from __future__ import annotations
 
+import hashlib
 import io
 import numbers
 import os
 import pickle
 import warnings
 from abc import ABCMeta, abstractmethod
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -56,6 +58,9 @@ __all__ = ["BaseRetriever"]
 _PIXEL_TOLERANCE = 1e-3
 # Adam's weight decay in every fit (docs/methods.md, "Training").
 WEIGHT_DECAY = 1e-5
+# Bytes of gallery vectors kept in cached faiss indexes (one index per gallery row set:
+# per query domain, or per gallery_domain choice); the index in use is always kept.
+INDEX_CACHE_BYTES = 1 << 30
 
 
 class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator,
@@ -451,7 +456,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _set_gallery(self, embedding, sample_domain):
         self.gallery_embedding_ = np.ascontiguousarray(embedding, dtype=np.float32)
         self.gallery_domain_ = np.asarray(sample_domain)
-        self._gallery_indexes = {}
+        self._gallery_indexes = OrderedDict()
         self._open_set_cache = {}
 
     def index_gallery(self, X, *, sample_domain=None):
@@ -495,16 +500,31 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return np.flatnonzero(mask)
 
     def _index_for(self, rows):
+        """The faiss index of gallery ``rows`` under the current ``index`` and
+        ``index_params``, from the cache or built (and checked) now.
+
+        The cache holds the indexes of recent row sets (one per query/gallery domain
+        pair in use), least recently used first out, within ``INDEX_CACHE_BYTES`` of
+        stored vectors; the index in use is always kept."""
         from .neighbors import FaissCosineIndex
 
-        key = rows.tobytes()
-        if not hasattr(self, "_gallery_indexes"):
-            self._gallery_indexes = {}
-        index = self._gallery_indexes.get(key)
-        if index is None:
-            index = FaissCosineIndex(self.index, **(self.index_params or {}))
-            index.fit(self.gallery_embedding_[rows])
-            self._gallery_indexes = {key: index}  # keep one: memory stays bounded
+        key = (hashlib.sha1(rows.tobytes()).hexdigest(), self.index,
+               repr(sorted((self.index_params or {}).items())))
+        cache = self.__dict__.setdefault("_gallery_indexes", OrderedDict())
+        if not isinstance(cache, OrderedDict):  # a model saved before the cache was LRU
+            cache = self._gallery_indexes = OrderedDict()
+        index = cache.get(key)
+        if index is not None:
+            cache.move_to_end(key)
+            return index
+        self._check_index()  # parameters set after fit get the same checks as at fit
+        index = FaissCosineIndex(self.index, **(self.index_params or {}))
+        index.fit(self.gallery_embedding_[rows])
+        cache[key] = index
+        row_bytes = 2 * 4 * self.gallery_embedding_.shape[1]  # the rows and faiss's copy
+        while len(cache) > 1 and row_bytes * sum(i.n_samples_fit_ for i in cache.values()) \
+                > INDEX_CACHE_BYTES:
+            cache.popitem(last=False)
         return index
 
     def _queries(self, X, sample_domain):
@@ -730,7 +750,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.__dict__.update(state)
         if self.__dict__.get("device_", "cpu") != "cpu" and "net_" in self.__dict__:
             self.device_ = _move_net(self.net_, self.device_)
-        self._gallery_indexes = {}
+        self._gallery_indexes = OrderedDict()
         self._open_set_cache = {}
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -235,7 +236,7 @@ def load_retriever(path, *, device=None):
     net.history = History(config["history"])
     retriever.net_ = net
     retriever.history_ = net.history
-    retriever._gallery_indexes = {}
+    retriever._gallery_indexes = OrderedDict()
     retriever._open_set_cache = {}
     return retriever
 

@@ -594,3 +594,49 @@ def test_score_within_one_domain_checks_y_and_says_why_it_is_nan(fitted):
         fitted.score(X, [0, 1])
     with pytest.warns(UserWarning, match="no row shares its class"):
         assert np.isnan(fitted.score(X, [0, 1, 2, 3]))
+
+
+def test_encoder_weights_for_an_encoder_that_cannot_load_them_is_an_error(tmp_path):
+    X = np.random.RandomState(0).rand(8, 12).astype(np.float32)
+    for encoder, message in [("cnn", "trained from scratch"), ("auto", "trained from scratch"),
+                             (torch.nn.Linear(12, 4), "load the weights into your module")]:
+        est = UniversalCDRRetriever(**TINY, encoder=encoder, encoder_weights=tmp_path / "w.pt",
+                                    image_shape=(3, 2, 2))
+        with pytest.raises(ValueError, match=f"cannot load it .*{message}"):
+            est.fit(X)
+
+
+def test_index_set_after_fit_is_checked_and_used(two_domains, fitted):
+    X, _, d = two_domains
+    est = copy.deepcopy(fitted)
+    est.kneighbors(X[:2], sample_domain=d[:2])
+    est.set_params(index="foo")
+    with pytest.raises(ValueError, match="Invalid faiss index factory string 'foo'"):
+        est.kneighbors(X[:2], sample_domain=d[:2])
+    est.set_params(index="Flat", index_params={"nprobe": 2, "bogus": 1})
+    with pytest.raises(ValueError, match=r"unknown keys \['bogus'\]"):
+        est.kneighbors(X[:2], sample_domain=d[:2])
+    est.set_params(index="HNSW8", index_params={"ef_search": 64})
+    est.kneighbors(X[:2], sample_domain=d[:2])
+    assert [k[1] for k in est._gallery_indexes] == ["Flat", "HNSW8"]
+
+
+def test_per_domain_indexes_are_cached_within_a_memory_bound(two_domains, fitted,
+                                                             monkeypatch):
+    from skucdr import _base
+    from skucdr.neighbors import FaissCosineIndex
+
+    X, _, d = two_domains
+    est = copy.deepcopy(fitted)
+    builds = []
+    fit = FaissCosineIndex.fit
+    monkeypatch.setattr(FaissCosineIndex, "fit",
+                        lambda self, Z, y=None: builds.append(len(Z)) or fit(self, Z))
+    domains = list(est.domains_)
+    for _ in range(3):  # queries alternating between the domains
+        for domain in domains:
+            est.kneighbors(X[d == domain][:2], sample_domain=d[d == domain][:2])
+    assert len(builds) == 2  # one index per query domain (the other domain's rows)
+    monkeypatch.setattr(_base, "INDEX_CACHE_BYTES", 1)  # room for the index in use only
+    est.kneighbors(X[:2], sample_domain=d[:2], gallery_domain=domains)
+    assert len(est._gallery_indexes) == 1 and len(builds) == 3

@@ -492,6 +492,17 @@ torch.nn.Module
     torch.nn.Module
         An encoder with ``feature_dim`` and ``map_channels`` attributes.
     """
+    if encoder_weights is not None and (isinstance(spec, nn.Module)
+                                        or spec not in ("resnet18", "resnet50")):
+        name = type(spec).__name__ if isinstance(spec, nn.Module) else repr(spec)
+        raise ValueError(
+            f"encoder_weights is a weights file for encoder='resnet18' or 'resnet50'; "
+            f"encoder={name} cannot load it ("
+            + ("load the weights into your module before passing it"
+               if isinstance(spec, nn.Module) else
+               "efficientnet_lite0's weights ship with its package"
+               if spec == "efficientnet_lite0" else "it is trained from scratch") + ")."
+        )
     if isinstance(spec, nn.Module):
         if example is None:
             raise ValueError("An example batch is needed to wrap a user encoder module.")
@@ -510,8 +521,5 @@ torch.nn.Module
     if spec in ("resnet18", "resnet50"):
         return _TorchvisionResNet(spec, image_shape[0], encoder_weights)
     if spec == "efficientnet_lite0":
-        if encoder_weights is not None:
-            raise ValueError("encoder='efficientnet_lite0' loads the weights shipped with "
-                             "its package; encoder_weights is for the torchvision ResNets.")
         return _EfficientNetLite0(image_shape[0])
     raise ValueError(f"Unknown encoder {spec!r}; expected one of {ENCODER_NAMES} or an nn.Module.")
