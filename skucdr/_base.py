@@ -41,6 +41,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._domains import check_domain_input, unpack_domains
+from ._lazy import LazyImages, LazyImageTensor
 from ._sklearn_compat import Interval, StrOptions, _fit_context, check_tabular_output
 from .nn.domain_norm import convert_domain_batchnorm, domain_codes
 from .nn.encoders import (
@@ -107,13 +108,15 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             image_shape=image_shape,
             reset=reset,
             require_images=self._requires_images,
+            allow_datasets=True,
         )
         if not reset and image_shape is not None and data.image_shape != image_shape:
             raise ValueError(
                 f"X holds images of shape {data.image_shape}, but the retriever was fitted on "
                 f"images of shape {image_shape}."
             )
-        if data.image_shape is not None and isinstance(self.augment, str):
+        if data.image_shape is not None and isinstance(self.augment, str) \
+                and isinstance(data.X, np.ndarray):  # a dataset's images are not all read
             self._check_pixel_range(data.X)
         return data
 
@@ -270,12 +273,15 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         rows to train on are its features, the encoder to train the identity on them
         (:class:`~skucdr.nn.encoders.FeatureInput`), and the backbone is returned to be
         put in front of the trained head after the fit."""
-        X = self._standardized(data.X, codes)
-        # torch warns on read-only arrays (e.g. a float32 DataFrame's values); training
-        # never writes to X, but a copy keeps that promise out of torch's hands
-        X = torch.from_numpy(X if X.flags.writeable else X.copy())
-        if data.image_shape is not None:
-            X = X.view(-1, *data.image_shape)
+        if isinstance(data.X, LazyImages):  # images decoded when a batch asks for them
+            X = LazyImageTensor(data.X)
+        else:
+            X = self._standardized(data.X, codes)
+            # torch warns on read-only arrays (e.g. a float32 DataFrame's values); training
+            # never writes to X, but a copy keeps that promise out of torch's hands
+            X = torch.from_numpy(X if X.flags.writeable else X.copy())
+            if data.image_shape is not None:
+                X = X.view(-1, *data.image_shape)
         frozen = isinstance(self.encoder, FrozenEncoder)
         encoder = build_encoder(
             self.encoder.encoder if frozen else self.encoder,

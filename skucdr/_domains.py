@@ -66,13 +66,7 @@ def pack_domains(mapping):
         )
     if len(mapping) == 0:
         raise ValueError("pack_domains got an empty mapping: at least one domain is needed.")
-    keys = list(mapping)
-    all_str = all(isinstance(k, (str, np.str_)) for k in keys)
-    all_int = all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keys)
-    if not (all_str or all_int):
-        raise TypeError(
-            f"The mapping's keys are domain names: all str or all int, got {keys!r}."
-        )
+    all_int = _check_domain_names(list(mapping)) == "int"
     values = list(mapping.values())
     with_labels = [isinstance(v, tuple) and len(v) == 2 for v in values]
     if any(with_labels) and not all(with_labels):
@@ -119,6 +113,15 @@ def pack_domains(mapping):
     if with_labels:
         return X, np.concatenate(ys), sample_domain
     return X, sample_domain
+
+
+def _check_domain_names(keys):
+    """``"str"`` or ``"int"``: the kind of a mapping's keys, which must be one of them."""
+    if all(isinstance(k, (str, np.str_)) for k in keys):
+        return "str"
+    if all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keys):
+        return "int"
+    raise TypeError(f"The mapping's keys are domain names: all str or all int, got {keys!r}.")
 
 
 def _holds_arrays(items):
@@ -233,7 +236,8 @@ def _reject_channels_last(shape, source):
 
 
 def check_domain_input(
-    estimator, X, sample_domain=None, *, image_shape=None, reset=True, require_images=False
+    estimator, X, sample_domain=None, *, image_shape=None, reset=True, require_images=False,
+    allow_datasets=False,
 ):
     """Validate the input of a domain-aware estimator and bring it to flat form.
 
@@ -257,11 +261,20 @@ def check_domain_input(
         True in ``fit``; False in ``transform`` and other post-fit methods.
     require_images : bool, default=False
         Raise a ``ValueError`` when the rows are not images.
+    allow_datasets : bool, default=False
+        Accept a map-style dataset of images (or a mapping of them) as ``X``: the
+        returned ``X`` is then a :class:`~skucdr._lazy.LazyImages` that decodes rows when
+        they are sliced.
 
     Returns
     -------
     DomainInput
     """
+    if _holds_datasets(X):
+        if not allow_datasets:
+            raise TypeError(f"{type(estimator).__name__} takes arrays; a dataset of images is "
+                            "read lazily by the retrievers only.")
+        return _lazy_domain_input(estimator, X, sample_domain, image_shape, reset)
     # a scipy.sparse dok_matrix is a dict subclass: it is data, not a mapping of domains
     from_mapping = isinstance(X, Mapping) and not hasattr(X, "tocsr")
     if from_mapping:
@@ -323,6 +336,60 @@ def check_domain_input(
             "carry no pixels."
         )
 
+    return _domain_input(X, sample_domain, image_shape, from_mapping)
+
+
+def _holds_datasets(X):
+    from ._lazy import is_image_dataset
+
+    if isinstance(X, Mapping) and not hasattr(X, "tocsr"):
+        return any(is_image_dataset(v) for v in X.values())
+    return is_image_dataset(X)
+
+
+def _lazy_domain_input(estimator, X, sample_domain, image_shape, reset):
+    """:func:`check_domain_input` for a dataset of images, or a mapping of them."""
+    from ._lazy import LazyImages, is_image_dataset
+
+    from_mapping = isinstance(X, Mapping)
+    if from_mapping:
+        if sample_domain is not None:
+            raise ValueError(
+                "Pass either a mapping {domain: X} or a flat X with sample_domain, not both."
+            )
+        if not all(is_image_dataset(v) for v in X.values()):
+            raise TypeError("The mapping mixes image datasets and arrays: give every domain "
+                            "as a dataset, or every domain as an array.")
+        _check_domain_names(list(X))
+        from torch.utils.data import ConcatDataset
+
+        lengths = [len(v) for v in X.values()]
+        empty = [name for name, n in zip(X, lengths) if n == 0]
+        if empty:
+            raise ValueError(f"Domain {empty[0]!r} is empty: every domain needs at least one "
+                             "row.")
+        workers = max(getattr(v, "num_workers", 0) for v in X.values())
+        names = np.asarray(list(X), dtype=object)
+        sample_domain = np.repeat(names, lengths)
+        X = ConcatDataset(list(X.values()))
+    else:
+        workers = getattr(X, "num_workers", 0)
+    X = LazyImages(X, num_workers=workers)
+    if image_shape is not None and X.image_shape != tuple(image_shape):
+        raise ValueError(f"The dataset's images have shape {X.image_shape}, but "
+                         f"image_shape={tuple(image_shape)}.")
+    _reject_channels_last(X.image_shape, "X")
+    if reset:
+        estimator.__dict__.pop("feature_names_in_", None)
+        estimator.n_features_in_ = X.shape[1]
+    elif getattr(estimator, "n_features_in_", X.shape[1]) != X.shape[1]:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__} is "
+                         f"expecting {estimator.n_features_in_} features as input.")
+    return _domain_input(X, sample_domain, X.image_shape, from_mapping)
+
+
+def _domain_input(X, sample_domain, image_shape, from_mapping):
+    """The :class:`DomainInput` of validated rows ``X`` and raw ``sample_domain``."""
     n = X.shape[0]
     domains_given = sample_domain is not None
     if sample_domain is None:

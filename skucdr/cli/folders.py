@@ -131,7 +131,7 @@ def _folders(root, domains, *, labelled=False):
 
 # ------------------------------------------------------------------------- commands
 def run_fit(args):
-    from skucdr.datasets import read_images
+    from skucdr.datasets import ImageFileDataset
 
     folders = _folders(args.root, args.domains)
     if len(folders.domains) < 2:
@@ -141,7 +141,8 @@ def run_fit(args):
                                   for d in folders.domains)
           + ("; class folders are not used for training." if folders.labelled else "."))
     image_size = args.image_size or _default_image_size(args.encoder)
-    X, _ = read_images(paths, image_size)
+    # decoded a batch at a time while training: any number of images, flat memory
+    X = ImageFileDataset(paths, image_size, num_workers=args.workers)
     params = {} if args.encoder is None else {"encoder": args.encoder}
     if args.freeze_encoder:
         from skucdr.nn.encoders import FrozenEncoder
@@ -301,6 +302,8 @@ def add_parsers(sub):
     fit.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                      help="save the training state after every epoch; the same command "
                           "run again resumes an interrupted fit")
+    fit.add_argument("--workers", type=_non_negative_int, default=0,
+                     help="threads decoding images while training (default: 0)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar or loss lines")
     fit.set_defaults(run=run_fit)
 
@@ -358,9 +361,21 @@ def _default_image_size(encoder):
 def _add_loader_options(parser):
     parser.add_argument("--batch-size", type=_positive_int, default=256,
                         help="images decoded and embedded at a time (default: 256)")
-    parser.add_argument("--workers", type=int, default=0,
+    parser.add_argument("--workers", type=_non_negative_int, default=0,
                         help="DataLoader processes decoding images (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _non_negative_int(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
 
 
 def _positive_int(text):

@@ -166,10 +166,13 @@ class UEMObjective(RowObjective):
         self.assignment = torch.from_numpy(assignment).to(net.device)
 
     # ------------------------------------------------------------------- losses
-    def _forward(self, net, batch):
-        """An augmented view of the batch's rows, their domain codes and their features."""
+    def _forward(self, net, batch, images=None):
+        """An augmented view of the batch's rows, their domain codes and their features
+        (``images``: the batch's rows, when already read)."""
         rows = torch.cat(batch)
-        x = self.augment(self.X[rows].to(net.device), self.generator)
+        if images is None:
+            images = self.X[rows].to(net.device)
+        x = self.augment(images, self.generator)
         codes = self.codes_t[rows].to(net.device)
         with domain_codes(net.module_, codes):
             z = self.embed(net.module_, x)
@@ -181,10 +184,12 @@ class UEMObjective(RowObjective):
             momentum_update_bank(self.banks[d], local, z_d, self.BANK_MOMENTUM)
 
     def losses(self, net, batch):
-        x, codes, z, sizes = self._forward(net, batch)
+        images = self.X[torch.cat(batch)].to(net.device)  # read once (decoded, if lazy)
+        x, codes, z, sizes = self._forward(net, batch, images)
         z_parts = list(torch.split(z, sizes))
         if self.stage == 1:
-            _, _, z2, _ = self._forward(net, batch)  # the second view of the instance term
+            # the second view of the instance term
+            _, _, z2, _ = self._forward(net, batch, images)
             views = list(torch.split(z2, sizes))
             out = self._stage1_losses(z_parts, batch, views)
             # the bank entry of an image: the mean of its two views
