@@ -465,57 +465,80 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self._gallery_indexes = OrderedDict()
         self._open_set_cache = {}
 
-    def index_gallery(self, X, *, sample_domain=None):
-        """Replace the retrieval gallery with a new catalogue, without retraining.
+    def index_gallery(self, X, *, sample_domain=None, append=False):
+        """Make a catalogue the retrieval gallery, without retraining.
+
+        The catalogue is embedded a batch at a time (a dataset of images is decoded a
+        batch at a time too, see :meth:`fit`), so memory holds its embeddings and one
+        batch.
 
         Parameters
         ----------
-        X : array-like or Mapping
+        X : array-like, dataset or Mapping
             The catalogue, as in :meth:`fit`.
         sample_domain : array-like of shape (n_samples,), default=None
             Domain of every catalogue row.
+        append : bool, default=False
+            False: the catalogue replaces the gallery. True: its rows are added after
+            the gallery's (row numbers of earlier rows do not change), and the faiss
+            indexes already built take the new rows in without re-indexing the old ones.
 
         Returns
         -------
         self : object
         """
         check_is_fitted(self, "net_")
+        if not isinstance(append, (bool, np.bool_)):
+            raise TypeError(f"append must be a bool, got {append!r}.")
         data = self._validate(X, sample_domain, reset=False)
-        self._set_gallery(self._embed(data.X, self._inference_codes(data)),
-                          data.sample_domain)
+        embedding = self._embed(data.X, self._inference_codes(data))
+        if not append:
+            self._set_gallery(embedding, data.sample_domain)
+            return self
+        _check_same_kind(data.sample_domain, self.gallery_domain_, "sample_domain")
+        self.gallery_embedding_ = np.concatenate([self.gallery_embedding_, embedding])
+        self.gallery_domain_ = np.concatenate([self.gallery_domain_, data.sample_domain])
+        for (domains, *_), index in self.__dict__.get("_gallery_indexes", {}).items():
+            new = np.isin(data.sample_domain, np.asarray(domains, dtype=object).tolist())
+            if new.any():  # its rows, in gallery order, end with the new ones
+                index.add(embedding[new])
+        self._open_set_cache = {}
         return self
 
     def _gallery_rows(self, query_domain, gallery_domain):
+        """The gallery rows searched for queries of ``query_domain`` (all of the
+        ``gallery_domain`` ones when given, else those of the other domains, else all),
+        and the tuple of domains they hold."""
+        present = list(dict.fromkeys(self.gallery_domain_.tolist()))
         if gallery_domain is not None:
             # compared as Python objects: a cast to the gallery's dtype would cut long
             # names to the fitted names' length, or turn "0" into 0
             wanted = np.atleast_1d(np.asarray(gallery_domain, dtype=object))
             _check_same_kind(wanted, self.gallery_domain_, "gallery_domain")
-            present = set(self.gallery_domain_.tolist())
             unknown = [d for d in wanted.tolist() if d not in present]
             if unknown:
                 raise ValueError(
                     f"gallery_domain {unknown} not in the gallery, whose domains are "
                     f"{sorted(present, key=str)}."
                 )
-            mask = np.isin(self.gallery_domain_, np.asarray(wanted.tolist()))
+            domains = [d for d in present if d in wanted.tolist()]
         else:
-            mask = self.gallery_domain_ != query_domain
-            if not mask.any():
-                mask = np.ones_like(mask)
-        return np.flatnonzero(mask)
+            domains = [d for d in present if d != query_domain] or present
+        if len(domains) == len(present):
+            return np.arange(len(self.gallery_domain_)), tuple(domains)
+        return np.flatnonzero(np.isin(self.gallery_domain_, domains)), tuple(domains)
 
-    def _index_for(self, rows):
-        """The faiss index of gallery ``rows`` under the current ``index`` and
-        ``index_params``, from the cache or built (and checked) now.
+    def _index_for(self, rows, domains):
+        """The faiss index of gallery ``rows`` (those of ``domains``) under the current
+        ``index`` and ``index_params``, from the cache or built (and checked) now.
 
-        The cache holds the indexes of recent row sets (one per query/gallery domain
-        pair in use), least recently used first out, within ``INDEX_CACHE_BYTES`` of
-        stored vectors; the index in use is always kept."""
+        The cache holds one index per searched set of domains and index setting, least
+        recently used first out beyond ``INDEX_CACHE_BYTES`` of stored vectors; the index
+        in use is always kept. :meth:`index_gallery` with ``append=True`` adds its new
+        rows to the cached indexes."""
         from .neighbors import FaissCosineIndex
 
-        key = (hashlib.sha1(rows.tobytes()).hexdigest(), self.index,
-               repr(sorted((self.index_params or {}).items())))
+        key = (domains, self.index, repr(sorted((self.index_params or {}).items())))
         cache = self.__dict__.setdefault("_gallery_indexes", OrderedDict())
         if not isinstance(cache, OrderedDict):  # a model saved before the cache was LRU
             cache = self._gallery_indexes = OrderedDict()
@@ -590,7 +613,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         for group in groups:
             q_rows = (np.arange(Q.shape[0]) if group is None
                       else np.flatnonzero(q_domains == group))
-            g_rows = self._gallery_rows(group, gallery_domain)
+            g_rows, g_domains = self._gallery_rows(group, gallery_domain)
             drop_self = self_query and (group is None or np.isin(q_rows, g_rows).any())
             k = n_neighbors + int(drop_self)
             if k > len(g_rows):
@@ -598,7 +621,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     f"n_neighbors={n_neighbors} but the searched gallery holds only "
                     f"{len(g_rows) - int(drop_self)} rows."
                 )
-            dist, local = self._index_for(g_rows).search(Q[q_rows], k)
+            dist, local = self._index_for(g_rows, g_domains).search(Q[q_rows], k)
             found = g_rows[local]
             if drop_self:
                 dist, found = _drop_self(dist, found, q_rows, n_neighbors)
@@ -644,7 +667,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         private = np.zeros(Q.shape[0], dtype=bool)
         for group in dict.fromkeys(q_domains.tolist()):
             q_rows = np.flatnonzero(q_domains == group)
-            g_rows = self._gallery_rows(group, gallery_domain)
+            g_rows, _ = self._gallery_rows(group, gallery_domain)
             # faiss k-means on one thread: its OpenMP pool and torch's fight in one process
             with threadpool_limits(limits=1):
                 structure = self._open_set_structure(group, g_rows)
@@ -741,8 +764,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_gallery_indexes", None)  # faiss objects are rebuilt lazily
-        state.pop("_open_set_cache", None)  # and so are the open-set clusters
+        # the faiss indexes travel in faiss's own format (FaissCosineIndex pickles so);
+        # the open-set clusters are rebuilt when needed
+        state.pop("_open_set_cache", None)
         if state.get("device_", "cpu") != "cpu" and "net_" in state:
             # Plain pickling stores GPU tensors that only a machine with that GPU can
             # unpickle. A copy of the net with every tensor on the CPU is stored instead;
@@ -756,7 +780,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.__dict__.update(state)
         if self.__dict__.get("device_", "cpu") != "cpu" and "net_" in self.__dict__:
             self.device_ = _move_net(self.net_, self.device_)
-        self._gallery_indexes = OrderedDict()
+        self.__dict__.setdefault("_gallery_indexes", OrderedDict())
         self._open_set_cache = {}
 
 

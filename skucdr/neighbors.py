@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._sklearn_compat import Interval, _fit_context
 
-__all__ = ["FaissCosineIndex", "cosine_kneighbors"]
+__all__ = ["FaissCosineIndex", "auto_index", "cosine_kneighbors"]
 
 
 @contextmanager
@@ -66,6 +66,26 @@ def _check_rows(X, name, *, min_samples):
     return X
 
 
+#: below this many rows, index="auto" searches exactly (faiss's guideline: brute force is
+#: fast and exact up to about 1e5 vectors)
+AUTO_EXACT_BELOW = 100_000
+
+
+def auto_index(n_rows):
+    """The faiss index ``index="auto"`` builds for ``n_rows`` rows, and its ``nprobe``.
+
+    Exact (``"Flat"``) below :data:`AUTO_EXACT_BELOW` rows; above, inverted lists over
+    exact vectors, ``"IVF{k},Flat"`` with ``k`` the power of two nearest to
+    ``4 * sqrt(n_rows)`` (faiss's guideline for up to a few million vectors: 4 to 16
+    times the square root), visiting ``k / 32`` lists per query by default (about 3 % of
+    the rows; see ``benchmarks/results/million.md`` for its recall and speed).
+    """
+    if n_rows < AUTO_EXACT_BELOW:
+        return "Flat", None
+    n_lists = 2 ** int(round(np.log2(4 * np.sqrt(n_rows))))
+    return f"IVF{n_lists},Flat", max(1, n_lists // 32)
+
+
 def _min_training_rows(index):
     """Rows a faiss index needs for training: IVF lists and PQ codebooks (2**nbits)."""
     needed = 1
@@ -104,14 +124,18 @@ class FaissCosineIndex(BaseEstimator):
     Parameters
     ----------
     index : str, default="Flat"
-        A faiss index factory string. ``"Flat"`` is exact brute force. Approximate
+        A faiss index factory string, or ``"auto"``: chosen by the number of fitted rows
+        (:func:`auto_index`: exact below 100,000 rows, inverted lists above; ``nprobe``
+        still applies). ``"Flat"`` is exact brute force. Approximate
         indexes for large galleries: ``"HNSW32"`` (graph, no training),
         ``"IVF1024,Flat"`` (inverted lists, trained with k-means on the fitted rows,
         needs at least 1024 rows), ``"IVF1024,PQ16"`` (inverted lists with product
         quantisation, needs at least 1024 rows). See the faiss wiki, "The index factory".
     nprobe : int, default=None
         Number of inverted lists visited per query (IVF indexes only). ``None`` keeps
-        faiss's default (1); larger is slower and more accurate.
+        faiss's default (1), or, with ``index="auto"``, :func:`auto_index`'s; larger is
+        slower and more accurate. With ``"auto"``, a knob that does not apply to the
+        chosen index is ignored.
     ef_search : int, default=None
         Size of the HNSW candidate list at search time (HNSW indexes and HNSW
         quantisers only). ``None`` keeps faiss's default (16).
@@ -132,11 +156,10 @@ class FaissCosineIndex(BaseEstimator):
     n_features_in_ : int
         Dimension of the indexed rows.
     index_ : faiss.Index
-        The faiss index (a property). A pickle drops it; it is rebuilt from
-        ``embeddings_`` on first use after loading. A rebuilt ``"Flat"`` index gives
-        identical results; a rebuilt trained index (IVF, PQ) is re-trained with faiss's
-        seeded k-means, and an HNSW graph is re-inserted, so approximate results can
-        differ slightly when faiss uses several threads.
+        The faiss index (a property). A pickle stores it in faiss's own serialization
+        (:func:`faiss.serialize_index`): it loads as it was, with no rebuild.
+    index_string_ : str
+        The factory string of ``index_`` (what ``"auto"`` chose).
 
     See Also
     --------
@@ -201,7 +224,34 @@ class FaissCosineIndex(BaseEstimator):
             index = self._build_index(X)  # raises before any fitted attribute is set
         self.embeddings_ = X
         self.n_samples_fit_, self.n_features_in_ = X.shape
+        self.index_string_ = self._index_string(len(X))
         self._index = index
+        return self
+
+    def add(self, embeddings):
+        """Add rows to the fitted index, after the rows it holds.
+
+        Nothing already indexed is re-indexed: faiss adds the new rows to its structure
+        (a trained index keeps its training, an HNSW graph inserts them).
+
+        Parameters
+        ----------
+        embeddings : array-like of shape (n_new, n_features)
+            The new rows; they get the row numbers ``n_samples_fit_ ...`` onwards.
+
+        Returns
+        -------
+        self : FaissCosineIndex
+        """
+        check_is_fitted(self, "embeddings_")
+        X = _l2_normalize(_check_rows(embeddings, "embeddings", min_samples=1))
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"embeddings have {X.shape[1]} features, but the index was "
+                             f"fitted with {self.n_features_in_} features.")
+        with _faiss_threads(self.n_jobs):
+            self.index_.add(X)
+        self.embeddings_ = np.concatenate([self.embeddings_, X])
+        self.n_samples_fit_ = len(self.embeddings_)
         return self
 
     @property
@@ -218,9 +268,18 @@ class FaissCosineIndex(BaseEstimator):
         make a faiss index of ``dim`` dimensions (nothing is trained or stored)."""
         self._apply_search_knobs(self._empty_index(dim))
 
-    def _empty_index(self, d):
+    def _index_string(self, n_rows=0):
+        return auto_index(n_rows)[0] if self.index == "auto" else self.index
+
+    def _nprobe(self):
+        if self.nprobe is None and self.index == "auto":
+            return auto_index(getattr(self, "n_samples_fit_", 0))[1]
+        return self.nprobe
+
+    def _empty_index(self, d, n_rows=0):
+        index_string = self._index_string(n_rows)
         try:
-            return faiss.index_factory(d, self.index, faiss.METRIC_INNER_PRODUCT)
+            return faiss.index_factory(d, index_string, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ValueError(
                 f"Invalid faiss index factory string {self.index!r} for dimension {d}: "
@@ -231,7 +290,7 @@ class FaissCosineIndex(BaseEstimator):
     def _build_index(self, X):
         """Create, train (if needed) and fill the faiss index with normalised rows ``X``."""
         n, d = X.shape
-        index = self._empty_index(d)
+        index = self._empty_index(d, n)
         self._apply_search_knobs(index)
         if not index.is_trained:
             needed = _min_training_rows(index)
@@ -257,12 +316,14 @@ class FaissCosineIndex(BaseEstimator):
             ("nprobe", "nprobe", "IVF"),
             ("ef_search", "efSearch", "HNSW"),
         ):
-            value = getattr(self, name)
+            value = self._nprobe() if name == "nprobe" else getattr(self, name)
             if value is None:
                 continue
             try:
                 space.set_index_parameter(index, faiss_name, int(value))
             except RuntimeError as exc:
+                if self.index == "auto":  # a knob of the index "auto" did not choose
+                    continue
                 raise ValueError(
                     f"{name}={value} only applies to {kind} indexes, "
                     f"but index={self.index!r}."
@@ -337,14 +398,52 @@ class FaissCosineIndex(BaseEstimator):
             )
         return int(n_neighbors)
 
+    def write(self, path):
+        """Write the faiss index to ``path`` in faiss's format (:func:`faiss.write_index`);
+        :meth:`read` loads it, memory-mapped if asked."""
+        check_is_fitted(self, "embeddings_")
+        faiss.write_index(self.index_, str(path))
+
+    def read(self, path, embeddings, *, mmap=False):
+        """Load the faiss index that :meth:`write` wrote for these parameters.
+
+        Parameters
+        ----------
+        path : str or path
+            The file :meth:`write` wrote.
+        embeddings : ndarray of shape (n_rows, n_features), float32
+            The L2-normalised rows the index holds (kept by reference, not copied: they
+            answer queries an approximate index cannot fill).
+        mmap : bool, default=False
+            Map the file into memory instead of reading it: the operating system pages
+            the index in as searches touch it, so an index larger than memory works.
+
+        Returns
+        -------
+        self : FaissCosineIndex
+        """
+        flags = faiss.IO_FLAG_MMAP | getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if mmap else 0
+        index = faiss.read_index(str(path), flags)
+        if index.ntotal != len(embeddings) or index.d != embeddings.shape[1]:
+            raise ValueError(f"{path} holds {index.ntotal} rows of dimension {index.d}, but "
+                             f"{embeddings.shape} embeddings were given.")
+        self.embeddings_ = embeddings
+        self.n_samples_fit_, self.n_features_in_ = embeddings.shape
+        self.index_string_ = self._index_string(len(embeddings))
+        self._index = index
+        return self
+
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: never touch the live object
-        state.pop("_index", None)  # faiss objects do not pickle; rebuilt lazily
+        index = state.pop("_index", None)  # a faiss object: stored in faiss's format
+        if index is not None:
+            state["_index_bytes"] = faiss.serialize_index(index)
         return state
 
     def __setstate__(self, state):
+        packed = state.pop("_index_bytes", None)
         super().__setstate__(state)
-        self._index = None
+        self._index = faiss.deserialize_index(packed) if packed is not None else None
 
 
 def cosine_kneighbors(queries, gallery, n_neighbors, *, index="Flat", **knobs):

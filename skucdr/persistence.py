@@ -158,12 +158,20 @@ def save_retriever(retriever, path):
     }
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("index-*.faiss"):
+        old.unlink()
+    config["indexes"] = []
+    for i, ((domains, index, _), built) in enumerate(
+            retriever.__dict__.get("_gallery_indexes", {}).items()):
+        built.write(path / f"index-{i}.faiss")
+        config["indexes"].append({"file": f"index-{i}.faiss", "domains": list(domains),
+                                  "index": index, "index_params": built.get_params()})
     torch.save(weights, path / WEIGHTS_FILE)
-    (path / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    (path / CONFIG_FILE).write_text(json.dumps(_plain(config), indent=1))
     return path
 
 
-def load_retriever(path, *, device=None):
+def load_retriever(path, *, device=None, mmap_indexes=False):
     """Read a retriever written by :func:`save_retriever`, without running pickle.
 
     Parameters
@@ -173,6 +181,10 @@ def load_retriever(path, *, device=None):
     device : str, default=None
         Where to put the network: None keeps the device it was fitted on when that
         device is here, else the CPU (with a warning).
+    mmap_indexes : bool, default=False
+        Memory-map the saved faiss indexes of the gallery instead of reading them: the
+        operating system pages them in as searches need them (for catalogues whose
+        index does not fit in memory). Either way, nothing is rebuilt.
 
     Returns
     -------
@@ -238,7 +250,25 @@ def load_retriever(path, *, device=None):
     retriever.history_ = net.history
     retriever._gallery_indexes = OrderedDict()
     retriever._open_set_cache = {}
+    _load_indexes(retriever, path, config.get("indexes", []), mmap_indexes)
     return retriever
+
+
+def _load_indexes(retriever, path, saved, mmap):
+    """Put the saved faiss indexes back in the retriever's cache (see ``_index_for``)."""
+    from .neighbors import FaissCosineIndex
+
+    for entry in saved:
+        domains = tuple(entry["domains"])
+        knobs = {k: v for k, v in entry["index_params"].items() if k in ("nprobe", "ef_search")
+                 and v is not None}
+        rows = np.flatnonzero(np.isin(retriever.gallery_domain_, list(domains)))
+        rows_embedding = retriever.gallery_embedding_ if len(rows) == len(
+            retriever.gallery_domain_) else retriever.gallery_embedding_[rows]
+        index = FaissCosineIndex(entry["index"], **knobs).read(
+            path / entry["file"], rows_embedding, mmap=mmap)
+        key = (domains, entry["index"], repr(sorted(knobs.items())))
+        retriever._gallery_indexes[key] = index
 
 
 def _version():

@@ -93,3 +93,32 @@ def test_loading_checks_what_it_reads(tmp_path):
         {**config, "fitted": {**config["fitted"], "device_": "cuda:7"}}))
     with pytest.warns(UserWarning, match="'cuda:7', which is not available"):
         assert load_retriever(tmp_path).device_ == "cpu"
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_gallery_indexes_are_saved_and_loaded_without_rebuild(tmp_path, mmap, monkeypatch):
+    from skucdr.neighbors import FaissCosineIndex
+
+    fitted = UniversalCDRRetriever(**TINY, index="HNSW8").fit(X, sample_domain=DOMAINS)
+    expected = fitted.kneighbors(X, sample_domain=DOMAINS, n_neighbors=5)  # builds 2
+    save_retriever(fitted, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.faiss")) == ["index-0.faiss",
+                                                                "index-1.faiss"]
+    monkeypatch.setattr(FaissCosineIndex, "fit", lambda *a, **k: pytest.fail("rebuilt"))
+    loaded = load_retriever(tmp_path, mmap_indexes=mmap)
+    for got, want in zip(loaded.kneighbors(X, sample_domain=DOMAINS, n_neighbors=5), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_joblib_keeps_the_gallery_indexes(tmp_path, monkeypatch):
+    import joblib
+
+    from skucdr.neighbors import FaissCosineIndex
+
+    fitted = UniversalCDRRetriever(**TINY, index="HNSW8").fit(X, sample_domain=DOMAINS)
+    expected = fitted.kneighbors(X, sample_domain=DOMAINS, n_neighbors=5)
+    joblib.dump(fitted, tmp_path / "m.joblib")
+    monkeypatch.setattr(FaissCosineIndex, "fit", lambda *a, **k: pytest.fail("rebuilt"))
+    loaded = joblib.load(tmp_path / "m.joblib")
+    for got, want in zip(loaded.kneighbors(X, sample_domain=DOMAINS, n_neighbors=5), expected):
+        np.testing.assert_array_equal(got, want)

@@ -609,6 +609,7 @@ def test_encoder_weights_for_an_encoder_that_cannot_load_them_is_an_error(tmp_pa
 def test_index_set_after_fit_is_checked_and_used(two_domains, fitted):
     X, _, d = two_domains
     est = copy.deepcopy(fitted)
+    est._gallery_indexes.clear()  # the shared fixture's searches built some
     est.kneighbors(X[:2], sample_domain=d[:2])
     est.set_params(index="foo")
     with pytest.raises(ValueError, match="Invalid faiss index factory string 'foo'"):
@@ -619,6 +620,7 @@ def test_index_set_after_fit_is_checked_and_used(two_domains, fitted):
     est.set_params(index="HNSW8", index_params={"ef_search": 64})
     est.kneighbors(X[:2], sample_domain=d[:2])
     assert [k[1] for k in est._gallery_indexes] == ["Flat", "HNSW8"]
+    assert [k[0] for k in est._gallery_indexes] == [(d[-1],), (d[-1],)]
 
 
 def test_per_domain_indexes_are_cached_within_a_memory_bound(two_domains, fitted,
@@ -628,6 +630,7 @@ def test_per_domain_indexes_are_cached_within_a_memory_bound(two_domains, fitted
 
     X, _, d = two_domains
     est = copy.deepcopy(fitted)
+    est._gallery_indexes.clear()  # the shared fixture's searches built some
     builds = []
     fit = FaissCosineIndex.fit
     monkeypatch.setattr(FaissCosineIndex, "fit",
@@ -640,3 +643,26 @@ def test_per_domain_indexes_are_cached_within_a_memory_bound(two_domains, fitted
     monkeypatch.setattr(_base, "INDEX_CACHE_BYTES", 1)  # room for the index in use only
     est.kneighbors(X[:2], sample_domain=d[:2], gallery_domain=domains)
     assert len(est._gallery_indexes) == 1 and len(builds) == 3
+
+
+def test_appended_catalogue_is_added_to_the_built_indexes(two_domains, fitted, monkeypatch):
+    from skucdr.neighbors import FaissCosineIndex
+
+    X, _, d = two_domains
+    first = np.arange(len(X)) % 3 != 0  # two thirds of each domain, then the rest
+    grown = copy.deepcopy(fitted).set_params(index="HNSW8")
+    grown.index_gallery(X[first], sample_domain=d[first])
+    grown.kneighbors(X, sample_domain=d)  # builds one index per query domain
+    built = dict(grown._gallery_indexes)
+    monkeypatch.setattr(FaissCosineIndex, "fit", lambda *a, **k: pytest.fail("re-indexed"))
+    grown.index_gallery(X[~first], sample_domain=d[~first], append=True)
+    dist, idx = grown.kneighbors(X, sample_domain=d, n_neighbors=4)
+    monkeypatch.undo()
+    assert grown._gallery_indexes == built  # the same index objects, grown
+    order = np.concatenate([np.flatnonzero(first), np.flatnonzero(~first)])
+    whole = copy.deepcopy(fitted).index_gallery(X[order], sample_domain=d[order])
+    np.testing.assert_array_equal(grown.gallery_embedding_, whole.gallery_embedding_)
+    exact = whole.kneighbors(X, sample_domain=d, n_neighbors=4)
+    assert (idx == exact[1]).mean() > 0.9  # HNSW: approximate, rows keep their numbers
+    with pytest.raises(TypeError, match="append must be a bool"):
+        grown.index_gallery(X, sample_domain=d, append="yes")

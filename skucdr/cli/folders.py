@@ -168,19 +168,24 @@ def run_index(args):
     bundle = load_model(args.model)
     retriever = bundle["retriever"]
     folders = _folders(args.root, args.domains)
+    from skucdr.datasets import ImageFileDataset
+
     paths, sample_domain, _ = folders.flat()
-    Z = embed_files(retriever, paths, sample_domain, bundle["image_size"],
-                    batch_size=args.batch_size, workers=args.workers,
-                    progress=not args.quiet)
     sample_domain = _as_fitted_type(retriever, sample_domain)
+    verbose = retriever.verbose
+    retriever.verbose = 0 if args.quiet else 1  # a progress bar while embedding
+    # decoded and embedded a batch at a time; with --append, the indexes saved with the
+    # model take the new rows in without re-indexing the former ones
+    retriever.index_gallery(
+        ImageFileDataset(paths, bundle["image_size"], num_workers=args.workers),
+        sample_domain=sample_domain, append=args.append)
+    retriever.verbose = verbose
     if args.append:
-        Z = np.concatenate([retriever.gallery_embedding_, Z])
-        sample_domain = np.concatenate([retriever.gallery_domain_, sample_domain])
         paths = np.concatenate([bundle["gallery_paths"], paths])
-    retriever._set_gallery(Z, sample_domain)
     save_model(args.model, retriever, image_size=bundle["image_size"], gallery_paths=paths)
-    counts = ", ".join(f"{d} {int((sample_domain == d).sum())}"
-                       for d in dict.fromkeys(sample_domain.tolist()))
+    domains = retriever.gallery_domain_
+    counts = ", ".join(f"{d} {int((domains == d).sum())}"
+                       for d in dict.fromkeys(domains.tolist()))
     print(f"Gallery of {args.model}: {len(paths)} images ({counts}).")
 
 
@@ -362,7 +367,7 @@ def _add_loader_options(parser):
     parser.add_argument("--batch-size", type=_positive_int, default=256,
                         help="images decoded and embedded at a time (default: 256)")
     parser.add_argument("--workers", type=_non_negative_int, default=0,
-                        help="DataLoader processes decoding images (default: 0)")
+                        help="workers decoding images (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
