@@ -77,13 +77,14 @@ def auto_index(n_rows):
     Exact (``"Flat"``) below :data:`AUTO_EXACT_BELOW` rows; above, inverted lists over
     exact vectors, ``"IVF{k},Flat"`` with ``k`` the power of two nearest to
     ``4 * sqrt(n_rows)`` (faiss's guideline for up to a few million vectors: 4 to 16
-    times the square root), visiting ``k / 32`` lists per query by default (about 3 % of
-    the rows; see ``benchmarks/results/million.md`` for its recall and speed).
+    times the square root), visiting ``k / 64`` lists per query by default (about 1.6 %
+    of the rows; ``benchmarks/results/million.md`` measures recall and speed, and how
+    ``nprobe`` trades one for the other).
     """
     if n_rows < AUTO_EXACT_BELOW:
         return "Flat", None
     n_lists = 2 ** int(round(np.log2(4 * np.sqrt(n_rows))))
-    return f"IVF{n_lists},Flat", max(1, n_lists // 32)
+    return f"IVF{n_lists},Flat", max(1, n_lists // 64)
 
 
 def _min_training_rows(index):

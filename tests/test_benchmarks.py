@@ -327,3 +327,32 @@ def test_embedding_identity_compares_to_the_bit(tmp_path):
     np.savez(tmp_path / "moved.npz", **{**a, "uem_x": a["uem_x"] + 1e-7})
     assert script.main(["--compare", str(tmp_path / "a.npz"), str(tmp_path / "same.npz")]) == 0
     assert script.main(["--compare", str(tmp_path / "a.npz"), str(tmp_path / "moved.npz")]) == 1
+
+
+def test_speed_baselines_compute_what_skucdr_computes():
+    speed = _load("speed")
+    from skucdr.metrics import mean_average_precision
+
+    rng = np.random.RandomState(0)
+    Q, yq = speed.clusters(rng, 300, 16, n_clusters=5)
+    G, yg = speed.clusters(rng, 400, 16, n_clusters=5)
+    assert speed.numpy_map(Q, yq, G, yg) == pytest.approx(
+        mean_average_precision(Q, yq, G, yg), abs=1e-6)
+
+
+def test_million_runs_small(tmp_path, monkeypatch):
+    import faiss
+    import torch
+
+    million = _load("million")
+    monkeypatch.setattr(million, "RESULTS", tmp_path)
+    threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    try:
+        million.main(["--n-gallery", "3000", "--n-queries", "40", "--chunk", "1000",
+                      "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads[0])
+        faiss.omp_set_num_threads(threads[1])
+    result = json.loads((tmp_path / "million.json").read_text())
+    assert result["auto_index"] == "Flat" and result["recall_at_10"] == 1.0
+    assert (tmp_path / "million.md").exists()

@@ -153,7 +153,8 @@ torch.nn.Module, default="auto"
     image_shape : tuple (C, H, W), default=None
         Shape of one image when ``X`` holds flattened images.
     index : str, default="Flat"
-        faiss index of the gallery (``"Flat"``, ``"IVF256,Flat"``, ``"HNSW32"``...).
+        faiss index of the gallery (``"Flat"``, ``"auto"``, ``"IVF256,Flat"``,
+        ``"HNSW32"``...). See :ref:`scale`.
     index_params : dict, default=None
         Search knobs of the index (``nprobe``, ``ef_search``).
     device : str, default="auto"

@@ -113,8 +113,9 @@ torch.nn.Module or FrozenEncoder, default="auto"
     image_shape : tuple (C, H, W), default=None
         Shape of one image when ``X`` holds flattened images.
     index : str, default="Flat"
-        faiss index of the gallery: exact ``"Flat"`` or a factory string such as
-        ``"IVF256,Flat"``, ``"HNSW32"``, ``"IVF1024,PQ16"`` for large galleries.
+        faiss index of the gallery: exact ``"Flat"``, ``"auto"`` (exact below 100,000
+        rows, inverted lists above) or a factory string such as ``"IVF256,Flat"``,
+        ``"HNSW32"``, ``"IVF1024,PQ16"`` for large galleries. See :ref:`scale`.
     index_params : dict, default=None
         Search knobs of the index (``nprobe``, ``ef_search``).
     device : str, default="auto"
