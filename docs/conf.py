@@ -2,7 +2,12 @@
 numpydoc docstrings. Build with ``pip install -e ".[docs]"`` then
 ``python -m sphinx -W -b html docs docs/_build/html``."""
 
+import sys
+from pathlib import Path
+
 import skucdr
+
+sys.path.insert(0, str(Path(__file__).parent))  # gallery_hooks
 
 project = "skucdr"
 release = version = skucdr.__version__
@@ -12,15 +17,37 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx_gallery.gen_gallery",
 ]
+
+
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r".*\.py$",  # every example is executed
+    "reset_argv": "gallery_hooks.quick_argv",
+    "within_subsection_order": "FileNameSortKey",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "reset_modules": ("matplotlib", "gallery_hooks.reset_sklearn"),
+}
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
 myst_heading_anchors = 3
 autosummary_generate = True
 autodoc_typehints = "none"  # numpydoc sections carry the types
 numpydoc_show_class_members = False  # autosummary lists them
 numpydoc_class_members_toctree = False
-html_theme = "alabaster"
+html_theme = "furo"
 # index.md links to files outside docs/ (benchmarks/README.md) for readers on GitHub
 suppress_warnings = ["myst.xref_missing"]
+
+
+def _no_mailto(app, what, name, obj, options, lines):
+    """docutils reads "name@word" as an e-mail address: keep "mAP@All" a word."""
+    lines[:] = [line.replace("@All", "\\@All") for line in lines]
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _no_mailto)

@@ -1,4 +1,6 @@
-"""Open-set retrieval: queries whose category is missing from the gallery.
+"""
+Open-set retrieval: queries whose category is missing from the gallery
+=======================================================================
 
 The gallery (optdigits) keeps a seeded half of the digits; MNIST queries of the other
 half have no match and should be flagged by ``detect_private`` (UEM, appendix B.1).

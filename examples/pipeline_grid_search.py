@@ -1,4 +1,6 @@
-"""Pipeline + GridSearchCV with domains routed as metadata.
+"""
+Pipeline and GridSearchCV with domains routed as metadata
+=========================================================
 
 A PhasePriorExtractor (RGB + phase-only channels) feeds a UniversalCDRRetriever; the
 search scores each candidate with the mean cross-domain mAP@All, on folds that each hold

@@ -1,4 +1,6 @@
-"""Your own images, end to end: folders of PNGs, a fit, a catalogue, queries, files back.
+"""
+Your own images, end to end: folders, a fit, a catalogue, queries, files back
+=============================================================================
 
 The example writes its own folders first, so that it runs offline: digits from two
 domains saved as unlabeled images, ``<root>/photos/*.png`` and ``<root>/scans/*.png``,

@@ -25,6 +25,8 @@ QUICK = ["--max-epochs", "1", "--n-per-domain", "120"]
         ("open_set_detection.py", "detection accuracy"),
         ("pipeline_grid_search.py", "best: {'universalcdrretriever__tau'"),
         ("your_own_images.py", "cross-domain mAP@All (photos <-> scans)"),
+        ("label_free_selection.py", "Spearman rank correlation"),
+        ("persistence_and_catalogue.py", "loaded model gives the same embeddings: True"),
     ],
 )
 def test_example_runs(script, expected):
