@@ -3,7 +3,7 @@ Pipeline and GridSearchCV with domains routed as metadata
 =========================================================
 
 A PhasePriorExtractor (RGB + phase-only channels) feeds a UniversalCDRRetriever; the
-search scores each candidate with the mean cross-domain mAP@All, on folds that each hold
+search scores each candidate with the mean cross-domain ``mAP@All``, on folds that each hold
 every domain. Kept small so that it runs in a few minutes on a laptop CPU.
 
 Run: python examples/pipeline_grid_search.py [--max-epochs N] [--n-per-domain N]
