@@ -356,3 +356,13 @@ def test_million_runs_small(tmp_path, monkeypatch):
     result = json.loads((tmp_path / "million.json").read_text())
     assert result["auto_index"] == "Flat" and result["recall_at_10"] == 1.0
     assert (tmp_path / "million.md").exists()
+
+
+def test_quality_plot_reads_the_results(tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = _load("plot_quality")
+    results = BENCHMARKS / "results" / "quality.json"
+    directions, scores = plot.directions_and_scores(json.loads(results.read_text()), "closed")
+    assert len(directions) == 6 and set(scores) == {"raw", "pca", "uem", "tpsnet"}
+    plot.main(["--out", str(tmp_path / "q.png")])
+    assert (tmp_path / "q.png").stat().st_size > 0
