@@ -20,7 +20,6 @@ gallery, open-set detection, scoring, metadata requests and persistence — live
 
 from __future__ import annotations
 
-import hashlib
 import io
 import numbers
 import os
@@ -498,8 +497,8 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         _check_same_kind(data.sample_domain, self.gallery_domain_, "sample_domain")
         self.gallery_embedding_ = np.concatenate([self.gallery_embedding_, embedding])
         self.gallery_domain_ = np.concatenate([self.gallery_domain_, data.sample_domain])
-        for (domains, *_), index in self.__dict__.get("_gallery_indexes", {}).items():
-            new = np.isin(data.sample_domain, np.asarray(domains, dtype=object).tolist())
+        for (domains, *_), index in self._gallery_indexes.items():
+            new = np.isin(data.sample_domain, list(domains))
             if new.any():  # its rows, in gallery order, end with the new ones
                 index.add(embedding[new])
         self._open_set_cache = {}
@@ -538,10 +537,8 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         rows to the cached indexes."""
         from .neighbors import FaissCosineIndex
 
-        key = (domains, self.index, repr(sorted((self.index_params or {}).items())))
-        cache = self.__dict__.setdefault("_gallery_indexes", OrderedDict())
-        if not isinstance(cache, OrderedDict):  # a model saved before the cache was LRU
-            cache = self._gallery_indexes = OrderedDict()
+        key = index_cache_key(domains, self.index, self.index_params)
+        cache = self._gallery_indexes  # set with the gallery, and on unpickling
         index = cache.get(key)
         if index is not None:
             cache.move_to_end(key)
@@ -782,6 +779,12 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             self.device_ = _move_net(self.net_, self.device_)
         self.__dict__.setdefault("_gallery_indexes", OrderedDict())
         self._open_set_cache = {}
+
+
+def index_cache_key(domains, index, index_params):
+    """The key of a cached gallery index: the searched domains and the index setting
+    (shared by :meth:`BaseRetriever._index_for` and :mod:`skucdr.persistence`)."""
+    return tuple(domains), index, tuple(sorted((index_params or {}).items()))
 
 
 def _check_same_kind(labels, fitted, what):

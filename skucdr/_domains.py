@@ -270,18 +270,18 @@ def check_domain_input(
     -------
     DomainInput
     """
-    if _holds_datasets(X):
+    # a scipy.sparse dok_matrix is a dict subclass: it is data, not a mapping of domains
+    from_mapping = isinstance(X, Mapping) and not hasattr(X, "tocsr")
+    if from_mapping and sample_domain is not None:
+        raise ValueError(
+            "Pass either a mapping {domain: X} or a flat X with sample_domain, not both."
+        )
+    if _holds_datasets(X, from_mapping):
         if not allow_datasets:
             raise TypeError(f"{type(estimator).__name__} takes arrays; a dataset of images is "
                             "read lazily by the retrievers only.")
-        return _lazy_domain_input(estimator, X, sample_domain, image_shape, reset)
-    # a scipy.sparse dok_matrix is a dict subclass: it is data, not a mapping of domains
-    from_mapping = isinstance(X, Mapping) and not hasattr(X, "tocsr")
+        return _lazy_domain_input(estimator, X, sample_domain, image_shape, reset, from_mapping)
     if from_mapping:
-        if sample_domain is not None:
-            raise ValueError(
-                "Pass either a mapping {domain: X} or a flat X with sample_domain, not both."
-            )
         X, sample_domain = pack_domains(X)
 
     elif isinstance(X, (list, tuple)) and _holds_arrays(X):
@@ -339,24 +339,19 @@ def check_domain_input(
     return _domain_input(X, sample_domain, image_shape, from_mapping)
 
 
-def _holds_datasets(X):
+def _holds_datasets(X, from_mapping):
     from ._lazy import is_image_dataset
 
-    if isinstance(X, Mapping) and not hasattr(X, "tocsr"):
+    if from_mapping:
         return any(is_image_dataset(v) for v in X.values())
     return is_image_dataset(X)
 
 
-def _lazy_domain_input(estimator, X, sample_domain, image_shape, reset):
+def _lazy_domain_input(estimator, X, sample_domain, image_shape, reset, from_mapping):
     """:func:`check_domain_input` for a dataset of images, or a mapping of them."""
     from ._lazy import LazyImages, is_image_dataset
 
-    from_mapping = isinstance(X, Mapping)
     if from_mapping:
-        if sample_domain is not None:
-            raise ValueError(
-                "Pass either a mapping {domain: X} or a flat X with sample_domain, not both."
-            )
         if not all(is_image_dataset(v) for v in X.values()):
             raise TypeError("The mapping mixes image datasets and arrays: give every domain "
                             "as a dataset, or every domain as an array.")

@@ -79,11 +79,20 @@ class LazyImages:
                              "values.")
         return image
 
+    def _row_numbers(self, rows):
+        """``rows`` (a slice, a boolean mask, or indices as a list, array or torch
+        tensor) as a 1-D array of row numbers, without materialising every row number
+        of the dataset."""
+        if isinstance(rows, slice):
+            return np.arange(*rows.indices(len(self)))
+        if hasattr(rows, "numpy"):  # a torch index tensor
+            rows = rows.numpy()
+        rows = np.asarray(rows)
+        return np.flatnonzero(rows) if rows.dtype == bool else rows.ravel()
+
     def images(self, rows):
         """Decode ``rows`` (indices, a slice or a boolean mask) as ``(k, C, H, W)``."""
-        rows = np.arange(len(self))[rows] if not isinstance(rows, np.ndarray) \
-            or rows.dtype == bool else rows
-        rows = np.asarray(rows).ravel()
+        rows = self._row_numbers(rows)
         out = np.empty((len(rows), *self.image_shape), dtype=np.float32)
         if self.num_workers > 0 and len(rows) > 1:
             if self._pool is None:
@@ -97,8 +106,6 @@ class LazyImages:
 
     def __getitem__(self, rows):
         """Flat rows ``(k, C * H * W)``, as slicing the array would give."""
-        if hasattr(rows, "numpy"):  # a torch index tensor
-            rows = rows.numpy()
         return self.images(rows).reshape(-1, self.shape[1])
 
     def __getstate__(self):  # a thread pool does not pickle (and is not state)
@@ -120,6 +127,4 @@ class LazyImageTensor:
     def __getitem__(self, rows):
         import torch
 
-        if hasattr(rows, "numpy"):
-            rows = rows.numpy()
         return torch.from_numpy(self.lazy.images(rows))

@@ -69,6 +69,8 @@ def _check_rows(X, name, *, min_samples):
 #: below this many rows, index="auto" searches exactly (faiss's guideline: brute force is
 #: fast and exact up to about 1e5 vectors)
 AUTO_EXACT_BELOW = 100_000
+#: with index="auto", a query visits one inverted list in this many
+AUTO_LISTS_PER_PROBE = 64
 
 
 def auto_index(n_rows):
@@ -84,7 +86,7 @@ def auto_index(n_rows):
     if n_rows < AUTO_EXACT_BELOW:
         return "Flat", None
     n_lists = 2 ** int(round(np.log2(4 * np.sqrt(n_rows))))
-    return f"IVF{n_lists},Flat", max(1, n_lists // 64)
+    return f"IVF{n_lists},Flat", max(1, n_lists // AUTO_LISTS_PER_PROBE)
 
 
 def _min_training_rows(index):
@@ -225,7 +227,7 @@ class FaissCosineIndex(BaseEstimator):
             index = self._build_index(X)  # raises before any fitted attribute is set
         self.embeddings_ = X
         self.n_samples_fit_, self.n_features_in_ = X.shape
-        self.index_string_ = self._index_string(len(X))
+        self.index_string_ = self._built_string(index)
         self._index = index
         return self
 
@@ -272,10 +274,28 @@ class FaissCosineIndex(BaseEstimator):
     def _index_string(self, n_rows=0):
         return auto_index(n_rows)[0] if self.index == "auto" else self.index
 
-    def _nprobe(self):
-        if self.nprobe is None and self.index == "auto":
-            return auto_index(getattr(self, "n_samples_fit_", 0))[1]
-        return self.nprobe
+    @staticmethod
+    def _ivf_lists(index):
+        """The number of inverted lists of a faiss ``index``, None if it has none."""
+        try:
+            return int(faiss.extract_index_ivf(index).nlist)
+        except RuntimeError:
+            return None
+
+    def _built_string(self, index):
+        """The factory string of the built ``index`` (what ``"auto"`` chose)."""
+        if self.index != "auto":
+            return self.index
+        lists = self._ivf_lists(index)
+        return "Flat" if lists is None else f"IVF{lists},Flat"
+
+    def _nprobe(self, index):
+        """``nprobe``, or with ``"auto"`` and none given, the built index's lists over
+        :data:`AUTO_LISTS_PER_PROBE` (it does not change when rows are added)."""
+        if self.nprobe is not None or self.index != "auto":
+            return self.nprobe
+        lists = self._ivf_lists(index)
+        return None if lists is None else max(1, lists // AUTO_LISTS_PER_PROBE)
 
     def _empty_index(self, d, n_rows=0):
         index_string = self._index_string(n_rows)
@@ -317,7 +337,7 @@ class FaissCosineIndex(BaseEstimator):
             ("nprobe", "nprobe", "IVF"),
             ("ef_search", "efSearch", "HNSW"),
         ):
-            value = self._nprobe() if name == "nprobe" else getattr(self, name)
+            value = self._nprobe(index) if name == "nprobe" else getattr(self, name)
             if value is None:
                 continue
             try:
@@ -430,7 +450,7 @@ class FaissCosineIndex(BaseEstimator):
                              f"{embeddings.shape} embeddings were given.")
         self.embeddings_ = embeddings
         self.n_samples_fit_, self.n_features_in_ = embeddings.shape
-        self.index_string_ = self._index_string(len(embeddings))
+        self.index_string_ = self._built_string(index)
         self._index = index
         return self
 

@@ -161,11 +161,11 @@ def save_retriever(retriever, path):
     for old in path.glob("index-*.faiss"):
         old.unlink()
     config["indexes"] = []
-    for i, ((domains, index, _), built) in enumerate(
-            retriever.__dict__.get("_gallery_indexes", {}).items()):
+    for i, ((domains, index, index_params), built) in enumerate(
+            retriever._gallery_indexes.items()):
         built.write(path / f"index-{i}.faiss")
         config["indexes"].append({"file": f"index-{i}.faiss", "domains": list(domains),
-                                  "index": index, "index_params": built.get_params()})
+                                  "index": index, "index_params": dict(index_params)})
     torch.save(weights, path / WEIGHTS_FILE)
     (path / CONFIG_FILE).write_text(json.dumps(_plain(config), indent=1))
     return path
@@ -256,18 +256,16 @@ def load_retriever(path, *, device=None, mmap_indexes=False):
 
 def _load_indexes(retriever, path, saved, mmap):
     """Put the saved faiss indexes back in the retriever's cache (see ``_index_for``)."""
+    from ._base import index_cache_key
     from .neighbors import FaissCosineIndex
 
     for entry in saved:
-        domains = tuple(entry["domains"])
-        knobs = {k: v for k, v in entry["index_params"].items() if k in ("nprobe", "ef_search")
-                 and v is not None}
-        rows = np.flatnonzero(np.isin(retriever.gallery_domain_, list(domains)))
-        rows_embedding = retriever.gallery_embedding_ if len(rows) == len(
-            retriever.gallery_domain_) else retriever.gallery_embedding_[rows]
-        index = FaissCosineIndex(entry["index"], **knobs).read(
+        rows, _ = retriever._gallery_rows(None, entry["domains"])
+        gallery = retriever.gallery_embedding_
+        rows_embedding = gallery if len(rows) == len(gallery) else gallery[rows]
+        index = FaissCosineIndex(entry["index"], **entry["index_params"]).read(
             path / entry["file"], rows_embedding, mmap=mmap)
-        key = (domains, entry["index"], repr(sorted(knobs.items())))
+        key = index_cache_key(entry["domains"], entry["index"], entry["index_params"])
         retriever._gallery_indexes[key] = index
 
 

@@ -64,7 +64,7 @@ def test_rows_are_decoded_a_batch_at_a_time(monkeypatch):
     sizes = []
     images = LazyImages.images
     monkeypatch.setattr(LazyImages, "images",
-                        lambda self, rows: sizes.append(len(np.arange(len(self))[rows]))
+                        lambda self, rows: sizes.append(len(self._row_numbers(rows)))
                         or images(self, rows))
     big = {"a": ArrayDataset(rng.rand(700, 1, 8, 8).astype(np.float32)),
            "b": ArrayDataset(rng.rand(650, 1, 8, 8).astype(np.float32))}

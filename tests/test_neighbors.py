@@ -270,3 +270,24 @@ def test_no_warning_for_complete_results(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FaissCosineIndex("HNSW16").fit(gallery).search(queries, 5)
+
+
+def test_auto_index_by_size_and_its_nprobe_follows_the_built_lists(monkeypatch):
+    from skucdr import neighbors
+
+    X = _clustered(n_samples=3000)
+    assert FaissCosineIndex("auto").fit(X[:500]).index_string_ == "Flat"
+    monkeypatch.setattr(neighbors, "AUTO_EXACT_BELOW", 1000)
+    index = FaissCosineIndex("auto").fit(X[:1500])
+    # 4 * sqrt(1500) = 155 -> 128 lists, one in AUTO_LISTS_PER_PROBE (64) visited: 2
+    assert index.index_string_ == "IVF128,Flat"
+    assert neighbors.auto_index(1500) == ("IVF128,Flat", 2)
+    index.search(X[:3], 5)
+    assert faiss.extract_index_ivf(index.index_).nprobe == 2
+    index.add(X[1500:])  # 3000 rows would choose 256 lists; the built index has 128
+    index.search(X[:3], 5)
+    assert faiss.extract_index_ivf(index.index_).nprobe == 2
+    assert index.index_string_ == "IVF128,Flat" and index.n_samples_fit_ == 3000
+    given = FaissCosineIndex("auto", nprobe=7).fit(X[:1500])
+    given.search(X[:3], 5)
+    assert faiss.extract_index_ivf(given.index_).nprobe == 7  # a given knob wins

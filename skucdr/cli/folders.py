@@ -321,7 +321,8 @@ def add_parsers(sub):
     index.add_argument("--domains", nargs="+", default=None, metavar="DOMAIN")
     index.add_argument("--append", action="store_true",
                        help="add to the current gallery instead of replacing it")
-    _add_loader_options(index)
+    # embedded in the retriever's own inference batches
+    _add_loader_options(index, "threads", batch_size=False)
     index.set_defaults(run=run_index)
 
     query = sub.add_parser(
@@ -350,7 +351,7 @@ def add_parsers(sub):
     evaluate.add_argument("--json", default=None, help="also write the results as JSON")
     evaluate.add_argument("--open-set", action="store_true",
                           help="also report detect_private's accuracy per direction")
-    _add_loader_options(evaluate)
+    _add_loader_options(evaluate, "DataLoader processes")
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -363,33 +364,30 @@ def _default_image_size(encoder):
     return 224 if encoder in _PRETRAINED else 64
 
 
-def _add_loader_options(parser):
-    parser.add_argument("--batch-size", type=_positive_int, default=256,
-                        help="images decoded and embedded at a time (default: 256)")
+def _add_loader_options(parser, workers, *, batch_size=True):
+    if batch_size:
+        parser.add_argument("--batch-size", type=_positive_int, default=256,
+                            help="images decoded and embedded at a time (default: 256)")
     parser.add_argument("--workers", type=_non_negative_int, default=0,
-                        help="workers decoding images (default: 0)")
+                        help=f"{workers} decoding images (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _non_negative_int(text):
-    import argparse
+def _int_at_least(minimum, what):
+    """An argparse type: an int of at least ``minimum``, else an error naming ``what``."""
+    def parse(text):
+        import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
-def _positive_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive int")
-    return value
+_positive_int = _int_at_least(1, "a positive int")
+_non_negative_int = _int_at_least(0, "an int >= 0")

@@ -166,17 +166,13 @@ class UEMObjective(RowObjective):
         self.assignment = torch.from_numpy(assignment).to(net.device)
 
     # ------------------------------------------------------------------- losses
-    def _forward(self, net, batch, images=None):
-        """An augmented view of the batch's rows, their domain codes and their features
-        (``images``: the batch's rows, when already read)."""
-        rows = torch.cat(batch)
-        if images is None:
-            images = self.X[rows].to(net.device)
+    def _forward(self, net, images, codes):
+        """An augmented view of a batch's ``images`` (of domain ``codes``) and its
+        features."""
         x = self.augment(images, self.generator)
-        codes = self.codes_t[rows].to(net.device)
         with domain_codes(net.module_, codes):
             z = self.embed(net.module_, x)
-        return x, codes, z, [len(b) for b in batch]
+        return x, z
 
     def _update_banks(self, z_parts, batch):
         for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
@@ -184,12 +180,14 @@ class UEMObjective(RowObjective):
             momentum_update_bank(self.banks[d], local, z_d, self.BANK_MOMENTUM)
 
     def losses(self, net, batch):
-        images = self.X[torch.cat(batch)].to(net.device)  # read once (decoded, if lazy)
-        x, codes, z, sizes = self._forward(net, batch, images)
+        rows = torch.cat(batch)
+        images = self.X[rows].to(net.device)  # read once (decoded, if lazy)
+        codes = self.codes_t[rows].to(net.device)
+        sizes = [len(b) for b in batch]
+        x, z = self._forward(net, images, codes)
         z_parts = list(torch.split(z, sizes))
         if self.stage == 1:
-            # the second view of the instance term
-            _, _, z2, _ = self._forward(net, batch, images)
+            _, z2 = self._forward(net, images, codes)  # the second view of the instance term
             views = list(torch.split(z2, sizes))
             out = self._stage1_losses(z_parts, batch, views)
             # the bank entry of an image: the mean of its two views
