@@ -6,7 +6,7 @@ after the other in one process so that their times compare:
 * ``lite0_features``: EfficientNet-Lite0's ImageNet features (the digits upscaled to its
   224 pixels), pooled, no training: cosine retrieval on them;
 * ``lite0_frozen_uem``: UniversalCDRRetriever on the frozen backbone
-  (``encoder=FrozenEncoder("efficientnet_lite0")``): features computed once, the head
+  (``encoder="efficientnet_lite0", freeze_encoder=True``): features computed once, the head
   trained with UEM's defaults;
 * ``cnn_scratch``: UniversalCDRRetriever's defaults, the small CNN trained from scratch.
 
@@ -39,7 +39,7 @@ def embed(row, X, domains, seed=0, device="cpu"):
     import torch
 
     from skucdr import UniversalCDRRetriever
-    from skucdr.nn.encoders import FrozenEncoder, build_encoder, encode_frozen
+    from skucdr.nn.encoders import build_encoder, encode_frozen
 
     start = time.perf_counter()
     if row == "lite0_features":
@@ -47,9 +47,9 @@ def embed(row, X, domains, seed=0, device="cpu"):
                                 n_features=int(np.prod(X.shape[1:])))
         Z = encode_frozen(encoder, torch.from_numpy(X), device=device).numpy()
     else:
-        encoder = {"lite0_frozen_uem": FrozenEncoder("efficientnet_lite0"),
-                   "cnn_scratch": "auto"}[row]
-        model = UniversalCDRRetriever(encoder=encoder, random_state=seed, device=device)
+        params = {"lite0_frozen_uem": {"encoder": "efficientnet_lite0", "freeze_encoder": True},
+                  "cnn_scratch": {}}[row]
+        model = UniversalCDRRetriever(**params, random_state=seed, device=device)
         Z = model.fit(X, sample_domain=domains).gallery_embedding_
     return Z, time.perf_counter() - start
 

@@ -17,6 +17,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax served from _static: equations render offline
     "sphinx_gallery.gen_gallery",
 ]
 
@@ -29,12 +30,15 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "remove_config_comments": True,
+    # its timing pages load jQuery from a CDN (the site is checked offline)
+    "write_computation_times": False,
     "reset_modules": ("matplotlib", "gallery_hooks.reset_sklearn"),
 }
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
 myst_heading_anchors = 3
+myst_enable_extensions = ["dollarmath", "amsmath"]  # equations in methods.md
 autosummary_generate = True
 autodoc_typehints = "none"  # numpydoc sections carry the types
 numpydoc_show_class_members = False  # autosummary lists them

@@ -46,7 +46,6 @@ from .nn.domain_norm import convert_domain_batchnorm, domain_codes
 from .nn.encoders import (
     ENCODER_NAMES,
     FeatureInput,
-    FrozenEncoder,
     build_encoder,
     encode_frozen,
 )
@@ -84,7 +83,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "encoder": [StrOptions(set(ENCODER_NAMES)), torch.nn.Module, FrozenEncoder],
+        "encoder": [StrOptions(set(ENCODER_NAMES)), torch.nn.Module],
         "encoder_weights": [str, os.PathLike, None],
         "domain_norm": ["boolean"],
         "augment": [StrOptions({"auto"}), callable, None],
@@ -263,12 +262,17 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         codes = np.asarray(codes)
         return ((X - mean[codes]) / self.input_scale_[codes]).astype(np.float32, copy=False)
 
+    def _freezes_encoder(self):
+        """Whether the backbone stays as it is and only the head trains (the
+        retrievers that offer it say so with a ``freeze_encoder`` parameter)."""
+        return False
+
     def _training_inputs(self, data, codes):
         """The rows to train on as a CPU tensor (images reshaped, features standardised
         per domain when :meth:`_standardizes_inputs` says so), the encoder to train, and
         the frozen backbone or None.
 
-        With ``encoder=FrozenEncoder(...)`` the backbone embeds every image once: the
+        When :meth:`_freezes_encoder`, the backbone embeds every image once: the
         rows to train on are its features, the encoder to train the identity on them
         (:class:`~skucdr.nn.encoders.FeatureInput`), and the backbone is returned to be
         put in front of the trained head after the fit."""
@@ -281,9 +285,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             X = torch.from_numpy(X if X.flags.writeable else X.copy())
             if data.image_shape is not None:
                 X = X.view(-1, *data.image_shape)
-        frozen = isinstance(self.encoder, FrozenEncoder)
+        frozen = self._freezes_encoder()
         encoder = build_encoder(
-            self.encoder.encoder if frozen else self.encoder,
+            self.encoder,
             image_shape=data.image_shape,
             n_features=data.X.shape[1],
             encoder_weights=self.encoder_weights,

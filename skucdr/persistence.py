@@ -52,10 +52,6 @@ def _retriever_classes():
 
 
 def _param_to_json(name, value):
-    from .nn.encoders import FrozenEncoder
-
-    if isinstance(value, FrozenEncoder) and isinstance(value.encoder, str):
-        return {"FrozenEncoder": value.encoder}
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, tuple):
@@ -72,10 +68,6 @@ def _param_to_json(name, value):
 
 
 def _param_from_json(value):
-    from .nn.encoders import FrozenEncoder
-
-    if isinstance(value, dict) and set(value) == {"FrozenEncoder"}:
-        return FrozenEncoder(value["FrozenEncoder"])
     if isinstance(value, dict) and set(value) == {"tuple"}:
         return tuple(value["tuple"])
     return value
@@ -109,7 +101,7 @@ def save_retriever(retriever, path):
     ----------
     retriever : UniversalCDRRetriever or TextPhaseRetriever
         A fitted retriever whose parameters are plain values (strings, numbers,
-        tuples, ``FrozenEncoder("name")``).
+        tuples).
     path : str or path
         The directory to write (created if needed); ``config.json`` and ``weights.pt``
         in it are replaced.

@@ -152,7 +152,6 @@ def test_frozen_backbone_runs_once_per_image_and_trains_only_the_head():
 
     from skucdr import UniversalCDRRetriever
     from skucdr.nn import encoders
-    from skucdr.nn.encoders import FrozenEncoder
 
     rng = np.random.RandomState(0)
     X = rng.rand(32, 3, 16, 16).astype(np.float32)
@@ -166,7 +165,7 @@ def test_frozen_backbone_runs_once_per_image_and_trains_only_the_head():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("skucdr._base.encode_frozen", counting)
-        model = UniversalCDRRetriever(encoder=FrozenEncoder("efficientnet_lite0"),
+        model = UniversalCDRRetriever(encoder="efficientnet_lite0", freeze_encoder=True,
                                       n_components=8, max_epochs=2, batch_size=8,
                                       n_prototypes=2, device="cpu", random_state=0)
         model.fit(X, sample_domain=d)
@@ -183,16 +182,14 @@ def test_frozen_backbone_runs_once_per_image_and_trains_only_the_head():
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
 
 
-def test_frozen_encoder_is_checked():
-    from skucdr import TextPhaseRetriever
-    from skucdr.nn.encoders import FrozenEncoder
-
-    with pytest.raises(ValueError, match="Unknown encoder"):
-        FrozenEncoder("vgg")
-    with pytest.raises(TypeError, match="FrozenEncoder wraps"):
-        FrozenEncoder(3)
+def test_freeze_encoder_is_checked():
     import numpy as np
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from skucdr import TextPhaseRetriever, UniversalCDRRetriever
 
     X = np.random.RandomState(0).rand(8, 3, 8, 8).astype(np.float32)
-    with pytest.raises(ValueError, match="FrozenEncoder is for UniversalCDRRetriever"):
-        TextPhaseRetriever(encoder=FrozenEncoder("cnn"), max_epochs=2).fit(X)
+    with pytest.raises(InvalidParameterError, match="freeze_encoder"):
+        UniversalCDRRetriever(freeze_encoder="yes", max_epochs=1).fit(X)
+    # TPSNet trains its encoder's feature maps with both priors: nothing to freeze
+    assert "freeze_encoder" not in TextPhaseRetriever().get_params()

@@ -24,7 +24,7 @@ QUICK = ["--max-epochs", "1", "--n-per-domain", "120"]
         ("digit_retrieval.py", "labels of the top-5 optdigits hits"),
         ("open_set_detection.py", "detection accuracy"),
         ("pipeline_grid_search.py", "best: {'universalcdrretriever__tau'"),
-        ("your_own_images.py", "cross-domain mAP@All (photos <-> scans)"),
+        ("your_own_images.py", "small CNN trained on the folders: cross-domain mAP@All"),
         ("label_free_selection.py", "Spearman rank correlation"),
         ("persistence_and_catalogue.py", "loaded model gives the same embeddings: True"),
     ],

@@ -5,7 +5,6 @@ import pytest
 
 from skucdr import PrototypeClusterer, TextPhaseRetriever, UniversalCDRRetriever
 from skucdr._lazy import LazyImages
-from skucdr.nn.encoders import FrozenEncoder
 
 rng = np.random.RandomState(0)
 IMAGES = {"photos": rng.rand(40, 1, 8, 8).astype(np.float32),
@@ -35,7 +34,7 @@ def _datasets():
 
 @pytest.mark.parametrize("estimator", [
     UniversalCDRRetriever(**TINY),
-    UniversalCDRRetriever(**TINY, encoder=FrozenEncoder("cnn")),
+    UniversalCDRRetriever(**TINY, encoder="cnn", freeze_encoder=True),
     TextPhaseRetriever(**TINY, prompt_epochs=1),
 ], ids=["uem", "uem-frozen", "tpsnet"])
 def test_a_dataset_fits_and_answers_as_its_array(estimator):

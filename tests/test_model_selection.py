@@ -183,7 +183,7 @@ def test_cross_validate_without_routing_raises_clear_error(shifted):
 def test_parallel_fits_equal_sequential_fits_at_equal_threads():
     """joblib's workers run torch on cpu_count // n_jobs threads each: sequential fits on
     that many threads give the same models to the bit, so GridSearchCV's scores do not
-    depend on n_jobs (docs/index.md, "Threads"); on other thread counts they differ."""
+    depend on n_jobs (docs/estimators.md, "Threads"); on other thread counts they differ."""
     import joblib
     import torch
 

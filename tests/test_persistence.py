@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from skucdr import TextPhaseRetriever, UniversalCDRRetriever
-from skucdr.nn.encoders import FrozenEncoder
 from skucdr.persistence import load_retriever, save_retriever
 
 rng = np.random.RandomState(0)
@@ -20,7 +19,7 @@ TINY = dict(n_components=8, batch_size=16, max_epochs=2, random_state=0)
 @pytest.mark.parametrize("estimator", [
     UniversalCDRRetriever(**TINY),  # feature vectors, standardised per domain
     UniversalCDRRetriever(**TINY, image_shape=(1, 4, 4)),  # the small CNN, domain norm
-    UniversalCDRRetriever(**TINY, image_shape=(1, 4, 4), encoder=FrozenEncoder("cnn")),
+    UniversalCDRRetriever(**TINY, image_shape=(1, 4, 4), encoder="cnn", freeze_encoder=True),
     TextPhaseRetriever(**TINY, image_shape=(1, 4, 4), prompt_epochs=1),
 ], ids=["uem-features", "uem-images", "uem-frozen", "tpsnet"])
 def test_saved_retriever_loads_and_answers_the_same(estimator, tmp_path):

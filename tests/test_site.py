@@ -35,3 +35,24 @@ def test_built_site_links_images_and_pages():
     if check.browser() is None:
         pytest.skip("no Chromium here (Debian's chromium package) to open the pages")
     assert check.screenshot_pages(SITE, SITE.parent / "screenshots") == []
+    assert check.probe_pages(SITE) == []
+
+
+def test_browser_probe_finds_errors_and_broken_images(tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    check = _checker()
+    if check.browser() is None:
+        pytest.skip("no Chromium here (Debian's chromium package) to open the pages")
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "fine.png")
+    (tmp_path / "empty.png").write_bytes(b"not a png")
+    (tmp_path / "good.html").write_text(
+        '<html><head><title>t</title></head><body><img src="fine.png"></body></html>')
+    (tmp_path / "bad.html").write_text(
+        '<html><head><title>t</title></head><body><img src="empty.png">'
+        '<script>undefinedFunction();</script></body></html>')
+    assert check.probe_pages(tmp_path, ["good.html"]) == []
+    problems = check.probe_pages(tmp_path, ["bad.html"])
+    assert any("undefinedFunction" in p for p in problems), problems
+    assert any("empty.png" in p for p in problems), problems

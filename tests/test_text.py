@@ -331,7 +331,7 @@ def test_openclip_visual_tower_as_an_encoder(tiny_clip, tmp_path):
     from torch.nn import functional as F
 
     from skucdr import UniversalCDRRetriever
-    from skucdr.nn.encoders import FrozenEncoder, OpenCLIPVisual
+    from skucdr.nn.encoders import OpenCLIPVisual
 
     encoder = OpenCLIPVisual(tiny_clip).eval()
     assert encoder.feature_dim == 16 and encoder.image_size == (16, 16)
@@ -348,7 +348,7 @@ def test_openclip_visual_tower_as_an_encoder(tiny_clip, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), encoder(x))
     X = np.random.RandomState(0).rand(24, 3, 16, 16).astype(np.float32)
-    model = UniversalCDRRetriever(encoder=FrozenEncoder(loaded), n_components=4, max_epochs=1,
+    model = UniversalCDRRetriever(encoder=loaded, freeze_encoder=True, n_components=4, max_epochs=1,
                                   batch_size=8, n_prototypes=2, device="cpu", random_state=0)
     Z = model.fit(X, sample_domain=np.repeat(["a", "b"], 12)).transform(
         X, sample_domain=np.repeat(["a", "b"], 12))

@@ -145,11 +145,9 @@ def run_fit(args):
     X = ImageFileDataset(paths, image_size, num_workers=args.workers)
     params = {} if args.encoder is None else {"encoder": args.encoder}
     if args.freeze_encoder:
-        from skucdr.nn.encoders import FrozenEncoder
-
         if args.method != "uem":
             raise ValueError("--freeze-encoder trains only a head: use --method uem.")
-        params["encoder"] = FrozenEncoder(args.encoder or "auto")
+        params["freeze_encoder"] = True
     if args.device is not None:
         params["device"] = args.device
     if args.checkpoint_dir is not None:

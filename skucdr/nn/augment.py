@@ -158,7 +158,7 @@ class ImageAugment:
     def photometric(self, x, gen):
         n, c, device = x.shape[0], x.shape[1], x.device
         shape = (n, 1, 1, 1)
-        apply = (_uniform(gen, n, 0, 1, device) < self.jitter_p).view(shape).to(x.dtype)
+        apply = (_uniform(gen, n, 0, 1, device) < self.jitter_p).view(shape)
         b = _uniform(gen, n, 1 - self.brightness, 1 + self.brightness, device).view(shape)
         k = _uniform(gen, n, 1 - self.contrast, 1 + self.contrast, device).view(shape)
         s = _uniform(gen, n, 1 - self.saturation, 1 + self.saturation, device).view(shape)
@@ -169,13 +169,13 @@ class ImageAugment:
             grey = _luma(jittered)
             jittered = (jittered - grey) * s + grey
             jittered = _rotate_hue(jittered, _uniform(gen, n, -self.hue, self.hue, device))
-        x = apply * jittered.clamp(0, 1) + (1 - apply) * x
+        x = torch.where(apply, jittered.clamp(0, 1), x)
         if c == 3 and self.grayscale_p > 0:
-            grey_mask = (_uniform(gen, n, 0, 1, device) < self.grayscale_p).view(shape).to(x.dtype)
-            x = grey_mask * _luma(x).expand_as(x) + (1 - grey_mask) * x
+            grey = (_uniform(gen, n, 0, 1, device) < self.grayscale_p).view(shape)
+            x = torch.where(grey, _luma(x), x)
         if self.invert_p > 0:
-            inv = (_uniform(gen, n, 0, 1, device) < self.invert_p).view(shape).to(x.dtype)
-            x = inv * (1 - x) + (1 - inv) * x
+            invert = (_uniform(gen, n, 0, 1, device) < self.invert_p).view(shape)
+            x = torch.where(invert, 1 - x, x)
         return x
 
     def blur(self, x, gen):
@@ -212,16 +212,22 @@ class ImageAugment:
         weight = torch.randn((n * c, c, k, k), generator=gen, device="cpu").to(device, x.dtype)
         weight = weight / math.sqrt(k * k * c)
         blend = _uniform(gen, n, 0, 1, device).view(n, 1, 1, 1).to(x.dtype)
-        apply = (_uniform(gen, n, 0, 1, device) < self.random_conv_p).view(n, 1, 1, 1)
-        flat = x.reshape(1, n * c, h, w)
+        rows = (_uniform(gen, n, 0, 1, device) < self.random_conv_p).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return x
+        # only the chosen images are convolved, each with its own filter bank
+        m, picked = rows.numel(), x[rows]
+        weight = weight.view(n, c, c, k, k)[rows].reshape(m * c, c, k, k)
+        flat = picked.reshape(1, m * c, h, w)
         if k > 1:
             flat = F.pad(flat, (k // 2,) * 4, mode="reflect")
-        conv = F.conv2d(flat, weight, groups=n).view(n, c, h, w)
+        conv = F.conv2d(flat, weight, groups=m).view(m, c, h, w)
         low = conv.amin(dim=(1, 2, 3), keepdim=True)
         high = conv.amax(dim=(1, 2, 3), keepdim=True)
         conv = (conv - low) / (high - low).clamp_min(1e-6)
-        mixed = (1 - blend) * x + blend * conv
-        return torch.where(apply, mixed, x)
+        out = x.clone()
+        out[rows] = (1 - blend[rows]) * picked + blend[rows] * conv
+        return out
 
     def amplitude_mix(self, x, gen):
         """Mix the amplitude spectra of ``amplitude_mix_p`` of the images with a partner's."""

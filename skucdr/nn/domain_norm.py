@@ -57,6 +57,8 @@ class DomainBatchNorm(nn.Module):
         Learn a shared scale and shift.
     """
 
+    segments = None  # for modules pickled before the attribute existed
+
     def __init__(self, num_features, n_domains, eps=1e-5, momentum=0.1, affine=True):
         super().__init__()
         if n_domains < 1:
@@ -74,6 +76,7 @@ class DomainBatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(n_domains, num_features))
         self.register_buffer("running_var", torch.ones(n_domains, num_features))
         self.codes = None  # set by domain_codes(); never saved
+        self.segments = None  # DomainRuns of the codes, worked out once per batch
 
     @classmethod
     def from_batchnorm(cls, bn, n_domains):
@@ -118,13 +121,16 @@ class DomainBatchNorm(nn.Module):
         return self._eval_forward(x, codes)
 
     def _eval_forward(self, x, codes):
-        mean, var = self.pooled_statistics()
-        if codes is not None:
+        if codes is not None and self._runs(codes).all_fitted:
+            mean, var = self.running_mean[codes], self.running_var[codes]
+        elif codes is not None:
+            mean, var = self.pooled_statistics()
             table_mean = torch.cat([self.running_mean, mean[None]])
             table_var = torch.cat([self.running_var, var[None]])
             slot = torch.where(codes < 0, self.n_domains, codes)
             mean, var = table_mean[slot], table_var[slot]
         else:
+            mean, var = self.pooled_statistics()
             mean, var = mean.expand(x.shape[0], -1), var.expand(x.shape[0], -1)
         return self._normalize(x, mean, var)
 
@@ -147,20 +153,61 @@ class DomainBatchNorm(nn.Module):
         return F.batch_norm(x, self.running_mean[domain], self.running_var[domain],
                             self.weight, self.bias, True, self.momentum, self.eps)
 
+    def _runs(self, codes):
+        """The :class:`DomainRuns` of ``codes``: those :func:`domain_codes` worked out for
+        this batch, or worked out now."""
+        runs = self.segments
+        return runs if runs is not None and runs.codes is codes else DomainRuns.of(codes)
+
     def _train_forward(self, x, codes):
         if codes is None:
             return self._segment(x, -1)
-        order = None
+        runs = self._runs(codes)
+        if runs.order is not None:
+            x = x[runs.order.to(x.device)]
+        parts = [self._segment(part, d)
+                 for part, d in zip(torch.split(x, runs.counts), runs.domains)]
+        out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        if runs.order is not None:
+            out = out[runs.inverse.to(x.device)]
+        return out
+
+
+class DomainRuns:
+    """The rows of a batch grouped by domain, as every :class:`DomainBatchNorm` layer of
+    a forward pass needs them: worked out once per batch by :func:`domain_codes` (one
+    device-to-host copy, not one per layer).
+
+    Attributes
+    ----------
+    codes : LongTensor
+        The domain codes they were worked out from.
+    order : LongTensor or None
+        A stable sort of the rows by domain code; None when they are sorted already.
+    inverse : LongTensor or None
+        The permutation that undoes ``order``.
+    domains, counts : list of int
+        The domain code and the number of rows of every run of the sorted rows.
+    all_fitted : bool
+        Whether every code is a fitted domain (no ``-1``).
+    """
+
+    def __init__(self, codes, order, domains, counts):
+        self.codes = codes
+        self.order = order
+        self.inverse = None if order is None else torch.argsort(order)
+        self.domains, self.counts = domains, counts
+        self.all_fitted = not domains or min(domains) >= 0
+
+    @classmethod
+    def of(cls, codes):
+        """The runs of ``codes`` (a 1-D integer tensor)."""
+        order, ordered = None, codes
         if codes.numel() > 1 and bool((codes[1:] < codes[:-1]).any()):
             order = torch.argsort(codes, stable=True)
-            x, codes = x[order], codes[order]
-        domains, counts = torch.unique_consecutive(codes, return_counts=True)
-        parts = [self._segment(part, int(d))
-                 for part, d in zip(torch.split(x, counts.tolist()), domains.tolist())]
-        out = torch.cat(parts) if len(parts) > 1 else parts[0]
-        if order is not None:
-            out = out[torch.argsort(order)]
-        return out
+            ordered = codes[order]
+        domains, counts = torch.unique_consecutive(ordered, return_counts=True)
+        return cls(codes, order, domains.tolist(), counts.tolist())
 
 
 def convert_domain_batchnorm(module, n_domains):
@@ -202,11 +249,12 @@ def domain_codes(module, codes):
     """
     layers = [] if module is None else [m for m in module.modules()
                                         if isinstance(m, DomainBatchNorm)]
-    previous = [layer.codes for layer in layers]
+    previous = [(layer.codes, layer.segments) for layer in layers]
+    runs = DomainRuns.of(codes) if layers and codes is not None else None
     for layer in layers:
-        layer.codes = codes
+        layer.codes, layer.segments = codes, runs
     try:
         yield
     finally:
-        for layer, old in zip(layers, previous):
-            layer.codes = old
+        for layer, (old_codes, old_runs) in zip(layers, previous):
+            layer.codes, layer.segments = old_codes, old_runs

@@ -23,7 +23,6 @@ __all__ = [
     "adapt_first_conv_weight",
     "ENCODER_NAMES",
     "FeatureInput",
-    "FrozenEncoder",
     "OpenCLIPVisual",
     "encode_frozen",
 ]
@@ -315,8 +314,8 @@ class OpenCLIPVisual(nn.Module):
 
     Inputs in ``[0, 1]`` are resized (bilinear, antialiased) to the tower's image size
     and normalised with CLIP's channel statistics; grey images are repeated into RGB.
-    Pass it as ``encoder=`` (fine-tuned) or as ``encoder=FrozenEncoder(...)`` (kept as
-    it is, run once per image). :meth:`from_pretrained` loads a local checkpoint;
+    Pass it as ``encoder=``: fine-tuned, or kept as it is and run once per image with
+    ``UniversalCDRRetriever(freeze_encoder=True)``. :meth:`from_pretrained` loads a local checkpoint;
     nothing is downloaded.
 
     Parameters
@@ -370,38 +369,6 @@ class OpenCLIPVisual(nn.Module):
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False,
                               antialias=True)
         return self.visual((x - self.mean) / self.std)
-
-
-class FrozenEncoder:
-    """An encoder that stays as it is: run once per image, its features cached.
-
-    Pass it as ``encoder=FrozenEncoder("efficientnet_lite0")`` to
-    :class:`~skucdr.UniversalCDRRetriever`: at ``fit`` the backbone embeds every image
-    once (in eval mode, batch by batch), and only the projection head trains, on the
-    cached features with feature-space augmentation
-    (:class:`~skucdr.nn.augment.FeatureAugment`). ``transform`` and ``kneighbors`` run
-    the backbone and the head on images. Fits take minutes on a CPU where fine-tuning
-    the backbone takes hours; fine-tune (the plain name) when a GPU and the time allow.
-
-    Parameters
-    ----------
-    encoder : str or torch.nn.Module
-        What ``encoder`` would otherwise be: a name of ``ENCODER_NAMES`` for images, or a
-        module.
-    """
-
-    def __init__(self, encoder):
-        if isinstance(encoder, FrozenEncoder):
-            encoder = encoder.encoder
-        if not isinstance(encoder, (str, nn.Module)):
-            raise TypeError(f"FrozenEncoder wraps an encoder name or an nn.Module, got "
-                            f"{type(encoder).__name__}.")
-        if isinstance(encoder, str) and encoder not in ENCODER_NAMES:
-            raise ValueError(f"Unknown encoder {encoder!r}; expected one of {ENCODER_NAMES}.")
-        self.encoder = encoder
-
-    def __repr__(self):
-        return f"FrozenEncoder({self.encoder!r})"
 
 
 class FeatureInput(nn.Module):

@@ -10,7 +10,7 @@ import numpy as np
 from .._base import BaseRetriever
 from .._sklearn_compat import HasMethods, Interval, StrOptions
 from ..nn.augment import build_augment
-from ..nn.encoders import FrozenEncoder, build_encoder
+from ..nn.encoders import build_encoder
 from .network import TPSNetModule
 from .objective import TPSNetObjective
 from .text import BuiltinTextTower
@@ -329,11 +329,6 @@ torch.nn.Module, default="auto"
     def _fit_network(self, data, codes, generator):
         if isinstance(self.encoder, str) and self.encoder == "mlp":
             raise ValueError("TextPhaseRetriever needs an image encoder, not encoder='mlp'.")
-        if isinstance(self.encoder, FrozenEncoder):
-            raise ValueError(
-                "TextPhaseRetriever trains its encoder's feature maps with the phase and "
-                "text priors; FrozenEncoder is for UniversalCDRRetriever. Pass the encoder "
-                "itself to fine-tune it.")
         X, encoder, _ = self._training_inputs(data, codes)
         counts = np.bincount(codes, minlength=len(self.domains_))
         k_max = self.max_prototypes if self.n_prototypes == "elbow" else self.n_prototypes

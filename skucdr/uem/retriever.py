@@ -10,7 +10,7 @@ from .._base import BaseRetriever
 from .._sklearn_compat import Interval, StrOptions
 from ..cluster import MERGE_RULES
 from ..nn.augment import build_augment
-from ..nn.encoders import EmbeddingNet, FrozenEncoder, build_encoder
+from ..nn.encoders import EmbeddingNet, build_encoder
 from .network import UEMModule
 from .objective import UEMObjective
 
@@ -90,13 +90,16 @@ class UniversalCDRRetriever(BaseRetriever):
         plain nearest-neighbour positives (``"nn"``, the UCDIR-style ablation), or none.
         See :ref:`uem-stage2`.
     encoder : {"auto", "cnn", "mlp", "resnet18", "resnet50", "efficientnet_lite0"}, \
-torch.nn.Module or FrozenEncoder, default="auto"
+torch.nn.Module, default="auto"
         Backbone: a small CNN for images and an MLP for feature vectors (``"auto"``), a
         torchvision ResNet (weights from ``encoder_weights``), EfficientNet-Lite0 with
-        its ImageNet weights (extra ``pretrained``), or your own module; all trained.
-        :class:`~skucdr.nn.encoders.FrozenEncoder` keeps a backbone as it is, runs it
-        once per image and trains only the head: the choice on a CPU. Feature vectors on
-        the built-in MLP are standardised per domain (:ref:`feature-standardisation`).
+        its ImageNet weights (extra ``pretrained``), or your own module. Feature vectors
+        on the built-in MLP are standardised per domain (:ref:`feature-standardisation`).
+    freeze_encoder : bool, default=False
+        Keep a pretrained backbone as it is: it embeds every image once at ``fit``, its
+        features are cached and only the projection head trains (``transform`` and
+        ``kneighbors`` run backbone and head on images). The choice on a CPU; False
+        fine-tunes the whole network, the choice on a GPU. See :doc:`/backbones`.
     encoder_weights : str or path, default=None
         Local state-dict file for the torchvision ResNets (nothing is downloaded).
     domain_norm : bool, default=True
@@ -180,6 +183,7 @@ torch.nn.Module or FrozenEncoder, default="auto"
         "semantic_enhanced": ["boolean"],
         "alignment": [StrOptions({"spda", "dann"}), None],
         "matching": [StrOptions({"sn2m", "nn"}), None],
+        "freeze_encoder": ["boolean"],
     }
 
     def __init__(
@@ -198,6 +202,7 @@ torch.nn.Module or FrozenEncoder, default="auto"
         alignment=None,
         matching=None,
         encoder="auto",
+        freeze_encoder=False,
         encoder_weights=None,
         domain_norm=True,
         augment="auto",
@@ -222,6 +227,7 @@ torch.nn.Module or FrozenEncoder, default="auto"
         self.alignment = alignment
         self.matching = matching
         self.encoder = encoder
+        self.freeze_encoder = freeze_encoder
         self.encoder_weights = encoder_weights
         self.domain_norm = domain_norm
         self.augment = augment
@@ -261,12 +267,14 @@ torch.nn.Module or FrozenEncoder, default="auto"
         return UEMModule(EmbeddingNet(encoder, self.n_components), self.n_components,
                          len(self.domains_))
 
+    def _freezes_encoder(self):
+        return self.freeze_encoder
+
     def _rebuild_module(self, architecture):
-        frozen = isinstance(self.encoder, FrozenEncoder)
-        encoder = build_encoder(self.encoder.encoder if frozen else self.encoder,
-                                image_shape=self.image_shape_, n_features=self.n_features_in_)
+        encoder = build_encoder(self.encoder, image_shape=self.image_shape_,
+                                n_features=self.n_features_in_)
         module = self._network(encoder)
-        if not frozen:  # a frozen backbone joins after training, with its own batch norm
+        if not self.freeze_encoder:  # a frozen backbone joins after training, with its own batch norm
             self._convert_domain_norm(module)
         return module
 
