@@ -31,11 +31,14 @@ if args.n_per_domain:
     rng = np.random.default_rng(0)
     data = {name: (X[idx], y[idx]) for name, (X, y) in data.items()
             for idx in [rng.choice(len(X), min(args.n_per_domain, len(X)), replace=False)]}
-X, y, domains = pack_domains(data)  # flat form: X, labels (scoring only), domain per row
-
 params = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
 retriever = UniversalCDRRetriever(random_state=0, verbose=1, **params)
-retriever.fit(X, sample_domain=domains)  # y is not passed: training is unsupervised
+# a mapping of domains to their images: no labels, training is unsupervised
+retriever.fit({name: X for name, (X, _) in data.items()})
+
+# the flat form of the same rows (the mapping's domains joined in its order), with the
+# labels, which only score: X, y, one domain name per row
+X, y, domains = pack_domains(data)
 
 print(retrieval_report(retriever.gallery_embedding_, y, domains))
 
