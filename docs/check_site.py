@@ -3,8 +3,9 @@
     python docs/check_site.py docs/_build/html [--screenshots DIR]
 
 1. Every page's internal links (``href``) and images (``src``) point at files of the
-   build (anchors within pages are not checked), and every image file is a non-empty
-   image that Pillow can open.
+   build (anchors within pages are not checked), every image file is a non-empty
+   image that Pillow can open, and no page has an e-mail link (docutils turns a word
+   such as mAP@All into one unless it is written as a literal).
 2. The main pages are opened in headless Chromium (Debian's ``chromium`` package) and
    screenshotted; a screenshot that is one flat colour means the page did not render.
 3. Every page of the site is opened in Chromium with a probe script ahead of the page's
@@ -97,6 +98,10 @@ def check_links(root):
     for page in sorted(root.rglob("*.html")):
         parser = _Links()
         parser.feed(page.read_text(encoding="utf-8", errors="replace"))
+        for url in parser.links:
+            if url.startswith("mailto:"):
+                problems.append(f"{page.relative_to(root)}: e-mail link {unquote(url)[7:]} "
+                                "(write the word as a literal)")
         for url in parser.links + parser.images:
             if not _internal(url):
                 continue

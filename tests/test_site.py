@@ -21,9 +21,12 @@ def _checker():
 def test_link_check_finds_a_broken_link(tmp_path):
     pytest.importorskip("PIL")
     (tmp_path / "index.html").write_text('<a href="here.html">x</a><a href="gone.html">y</a>'
-                                         '<a href="https://example.org">z</a>')
+                                         '<a href="https://example.org">z</a>'
+                                         '<a href="mailto:mAP&#37;&#52;&#48;All">w</a>')
     (tmp_path / "here.html").write_text("<p>here</p>")
-    assert _checker().check_links(tmp_path) == ["index.html: broken link gone.html"]
+    assert _checker().check_links(tmp_path) == [
+        "index.html: e-mail link mAP@All (write the word as a literal)",
+        "index.html: broken link gone.html"]
 
 
 def test_built_site_links_images_and_pages():
