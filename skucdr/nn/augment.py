@@ -215,7 +215,8 @@ class ImageAugment:
         rows = (_uniform(gen, n, 0, 1, device) < self.random_conv_p).nonzero().squeeze(1)
         if rows.numel() == 0:
             return x
-        # only the chosen images are convolved, each with its own filter bank
+        # only the chosen images are convolved, each with its own filter bank (drawn above
+        # for every image, so that the random stream does not depend on the choice)
         m, picked = rows.numel(), x[rows]
         weight = weight.view(n, c, c, k, k)[rows].reshape(m * c, c, k, k)
         flat = picked.reshape(1, m * c, h, w)

@@ -57,7 +57,9 @@ class DomainBatchNorm(nn.Module):
         Learn a shared scale and shift.
     """
 
-    segments = None  # for modules pickled before the attribute existed
+    #: the batch's :class:`DomainRuns`, set by :func:`domain_codes`; never saved (a class
+    #: default, so that modules pickled before it existed read None)
+    runs = None
 
     def __init__(self, num_features, n_domains, eps=1e-5, momentum=0.1, affine=True):
         super().__init__()
@@ -75,8 +77,7 @@ class DomainBatchNorm(nn.Module):
             self.register_parameter("bias", None)
         self.register_buffer("running_mean", torch.zeros(n_domains, num_features))
         self.register_buffer("running_var", torch.ones(n_domains, num_features))
-        self.codes = None  # set by domain_codes(); never saved
-        self.segments = None  # DomainRuns of the codes, worked out once per batch
+        self.runs = None
 
     @classmethod
     def from_batchnorm(cls, bn, n_domains):
@@ -103,6 +104,12 @@ class DomainBatchNorm(nn.Module):
         var = self.running_var.mean(dim=0) + (self.running_mean - mean).pow(2).mean(dim=0)
         return mean, var
 
+    @property
+    def codes(self):
+        """The domain code of every row of the coming batch (set by :func:`domain_codes`),
+        or None."""
+        return None if self.runs is None else self.runs.codes
+
     def _codes_for(self, x):
         codes = self.codes
         if codes is None:
@@ -121,7 +128,7 @@ class DomainBatchNorm(nn.Module):
         return self._eval_forward(x, codes)
 
     def _eval_forward(self, x, codes):
-        if codes is not None and self._runs(codes).all_fitted:
+        if codes is not None and self.runs.all_fitted:
             mean, var = self.running_mean[codes], self.running_var[codes]
         elif codes is not None:
             mean, var = self.pooled_statistics()
@@ -153,16 +160,10 @@ class DomainBatchNorm(nn.Module):
         return F.batch_norm(x, self.running_mean[domain], self.running_var[domain],
                             self.weight, self.bias, True, self.momentum, self.eps)
 
-    def _runs(self, codes):
-        """The :class:`DomainRuns` of ``codes``: those :func:`domain_codes` worked out for
-        this batch, or worked out now."""
-        runs = self.segments
-        return runs if runs is not None and runs.codes is codes else DomainRuns.of(codes)
-
     def _train_forward(self, x, codes):
         if codes is None:
             return self._segment(x, -1)
-        runs = self._runs(codes)
+        runs = self.runs
         if runs.order is not None:
             x = x[runs.order.to(x.device)]
         parts = [self._segment(part, d)
@@ -249,12 +250,12 @@ def domain_codes(module, codes):
     """
     layers = [] if module is None else [m for m in module.modules()
                                         if isinstance(m, DomainBatchNorm)]
-    previous = [(layer.codes, layer.segments) for layer in layers]
+    previous = [layer.runs for layer in layers]
     runs = DomainRuns.of(codes) if layers and codes is not None else None
     for layer in layers:
-        layer.codes, layer.segments = codes, runs
+        layer.runs = runs
     try:
         yield
     finally:
-        for layer, (old_codes, old_runs) in zip(layers, previous):
-            layer.codes, layer.segments = old_codes, old_runs
+        for layer, old in zip(layers, previous):
+            layer.runs = old

@@ -166,13 +166,11 @@ class UEMObjective(RowObjective):
         self.assignment = torch.from_numpy(assignment).to(net.device)
 
     # ------------------------------------------------------------------- losses
-    def _forward(self, net, images, codes):
-        """An augmented view of a batch's ``images`` (of domain ``codes``) and its
-        features."""
+    def _forward(self, net, images):
+        """An augmented view of a batch's ``images`` and its features (inside
+        :func:`~skucdr.nn.domain_norm.domain_codes` for the batch)."""
         x = self.augment(images, self.generator)
-        with domain_codes(net.module_, codes):
-            z = self.embed(net.module_, x)
-        return x, z
+        return x, self.embed(net.module_, x)
 
     def _update_banks(self, z_parts, batch):
         for d, (z_d, rows) in enumerate(zip(z_parts, batch)):
@@ -184,10 +182,12 @@ class UEMObjective(RowObjective):
         images = self.X[rows].to(net.device)  # read once (decoded, if lazy)
         codes = self.codes_t[rows].to(net.device)
         sizes = [len(b) for b in batch]
-        x, z = self._forward(net, images, codes)
+        with domain_codes(net.module_, codes):  # once for both views
+            x, z = self._forward(net, images)
+            if self.stage == 1:
+                _, z2 = self._forward(net, images)  # the second view of the instance term
         z_parts = list(torch.split(z, sizes))
         if self.stage == 1:
-            _, z2 = self._forward(net, images, codes)  # the second view of the instance term
             views = list(torch.split(z2, sizes))
             out = self._stage1_losses(z_parts, batch, views)
             # the bank entry of an image: the mean of its two views

@@ -274,7 +274,8 @@ torch.nn.Module, default="auto"
         encoder = build_encoder(self.encoder, image_shape=self.image_shape_,
                                 n_features=self.n_features_in_)
         module = self._network(encoder)
-        if not self.freeze_encoder:  # a frozen backbone joins after training, with its own batch norm
+        # a frozen backbone joins after training, with its own batch norm
+        if not self.freeze_encoder:
             self._convert_domain_norm(module)
         return module
 
