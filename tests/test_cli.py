@@ -117,6 +117,19 @@ def test_fit_query_index_evaluate_on_unlabeled_and_labelled_folders(tmp_path):
     assert len(result["open_set"]) == 2 and all(r["n_private"] == 0 for r in result["open_set"])
 
 
+def test_fit_reads_small_images_at_their_own_size(tmp_path):
+    """Without --image-size the small CNN reads a folder of 12-pixel images at 12 pixels
+    (upscaling to 64 would cost time and add nothing), and says so."""
+    pytest.importorskip("PIL")
+    folders = _write_folders(tmp_path / "folders", labelled=False, n_per_class=2)
+    model = tmp_path / "model"
+    fitted = _run("fit", folders, "--out", model, "--max-epochs", "1", "--quiet",
+                  "--device", "cpu")
+    assert fitted.returncode == 0, fitted.stderr
+    assert "read at 12 x 12 pixels" in fitted.stdout
+    assert json.loads((model / "cli.json").read_text())["image_size"] == 12
+
+
 def test_tpsnet_fits_through_the_command(tmp_path):
     pytest.importorskip("PIL")
     root = _write_folders(tmp_path / "folders", labelled=True, n_per_class=4)

@@ -161,3 +161,17 @@ def test_train_objective_uses_foreach_updates_with_the_same_result():
     assert all(torch.equal(a, b) for a, b in zip(fast, loop))
     torch.manual_seed(0)
     assert not torch.equal(fast[0], nn.Linear(3, 8).weight)  # it trained
+
+
+def test_balanced_batches_take_at_least_min_steps_and_revisit_small_domains():
+    codes = np.repeat([0, 1], [10, 6])
+    gen = torch.Generator().manual_seed(0)
+    plain = DomainBalancedBatches(codes, 4, gen)
+    longer = DomainBalancedBatches(codes, 4, gen, min_steps=7)
+    assert len(plain) == 3 and len(longer) == len(list(longer)) == 7
+    first_domain = torch.cat([step[0] for step in longer]).tolist()
+    # every row of the larger domain seen twice or more: a small set is cycled, whole
+    # permutations at a time
+    assert np.bincount(first_domain).min() >= 2
+    # a data set already longer than min_steps keeps its own length
+    assert len(DomainBalancedBatches(codes, 2, gen, min_steps=3)) == 5

@@ -666,3 +666,18 @@ def test_appended_catalogue_is_added_to_the_built_indexes(two_domains, fitted, m
     assert (idx == exact[1]).mean() > 0.9  # HNSW: approximate, rows keep their numbers
     with pytest.raises(TypeError, match="append must be a bool"):
         grown.index_gallery(X, sample_domain=d, append="yes")
+
+
+def test_auto_schedule_gives_small_data_sets_a_floor_of_steps(two_domains, monkeypatch):
+    """``max_epochs="auto"``: every epoch takes at least AUTO_MIN_STEPS_PER_EPOCH steps, so
+    that a small folder revisits its rows; an int counts plain passes over the data."""
+    from skucdr._base import AUTO_MIN_STEPS_PER_EPOCH
+
+    X, _, d = two_domains
+    monkeypatch.setattr(UniversalCDRRetriever, "_auto_epochs", 2)
+    auto = UniversalCDRRetriever(**dict(TINY, max_epochs="auto")).fit(X, sample_domain=d)
+    passes = UniversalCDRRetriever(**dict(TINY, max_epochs=2)).fit(X, sample_domain=d)
+    one_pass = -(-max(np.unique(d, return_counts=True)[1]) // TINY["batch_size"])
+    assert [len(e["batches"]) for e in auto.history_] == [AUTO_MIN_STEPS_PER_EPOCH] * 2
+    assert [len(e["batches"]) for e in passes.history_] == [one_pass] * 2
+    assert UniversalCDRRetriever().max_epochs == "auto"

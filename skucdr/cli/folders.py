@@ -140,7 +140,10 @@ def run_fit(args):
     print("Domains: " + ", ".join(f"{d} ({len(folders.paths[d])} images)"
                                   for d in folders.domains)
           + ("; class folders are not used for training." if folders.labelled else "."))
-    image_size = args.image_size or _default_image_size(args.encoder)
+    image_size = args.image_size or _default_image_size(args.encoder, paths)
+    if args.image_size is None:
+        print(f"Images are read at {image_size} x {image_size} pixels (--image-size "
+              "changes it).")
     # decoded a batch at a time while training: any number of images, flat memory
     X = ImageFileDataset(paths, image_size, num_workers=args.workers)
     params = {} if args.encoder is None else {"encoder": args.encoder}
@@ -297,7 +300,8 @@ def add_parsers(sub):
                           "only the head (minutes on a CPU)")
     fit.add_argument("--image-size", type=_positive_int, default=None,
                      help="images are resized to this square side (default: 224 for "
-                          "the pretrained backbones, 64 otherwise)")
+                          "the pretrained backbones; otherwise the images' own size, at "
+                          "most 64)")
     fit.add_argument("--max-epochs", type=_positive_int, default=None,
                      help="training epochs (default: the estimator's)")
     fit.add_argument("--device", default=None, help="cpu, cuda or auto (default: auto)")
@@ -357,9 +361,32 @@ _IMAGE_ENCODERS = ("auto", "cnn", "resnet18", "resnet50", "efficientnet_lite0")
 _PRETRAINED = ("resnet18", "resnet50", "efficientnet_lite0")
 
 
-def _default_image_size(encoder):
-    """The native resolution of a pretrained backbone, 64 pixels for the small CNN."""
-    return 224 if encoder in _PRETRAINED else 64
+#: Largest side the small CNN reads images at by default (``--image-size`` overrides it).
+CNN_MAX_IMAGE_SIZE = 64
+#: Files whose size is read to find a folder's native size.
+SIZE_SAMPLE = 64
+
+
+def native_image_size(paths):
+    """The median longer side of up to ``SIZE_SAMPLE`` files spread over ``paths`` (their
+    headers only are read)."""
+    from PIL import Image
+
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(SIZE_SAMPLE, len(paths))).astype(int))
+    sides = []
+    for i in picks:
+        with Image.open(paths[i]) as image:
+            sides.append(max(image.size))
+    return int(np.median(sides))
+
+
+def _default_image_size(encoder, paths):
+    """The native resolution of a pretrained backbone; for the small CNN, the folder's own
+    size up to ``CNN_MAX_IMAGE_SIZE`` (small images are not upscaled: it would cost time
+    and add nothing)."""
+    if encoder in _PRETRAINED:
+        return 224
+    return min(CNN_MAX_IMAGE_SIZE, native_image_size(paths))
 
 
 def _add_loader_options(parser, workers, *, batch_size=True):

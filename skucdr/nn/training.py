@@ -83,9 +83,10 @@ def device_available(device):
 class DomainBalancedBatches:
     """Batches of row indices holding up to ``batch_size`` rows of every domain.
 
-    One epoch is ``ceil(max_d n_d / batch_size)`` steps; each domain's rows are visited
-    in a fresh random order, and a smaller domain starts a new permutation when it runs
-    out, so every step sees every domain.
+    One epoch is ``ceil(max_d n_d / batch_size)`` steps, or ``min_steps`` when that is
+    more; each domain's rows are visited in a fresh random order, and a domain starts a
+    new permutation when it runs out, so every step sees every domain (and a small data
+    set is visited more than once in an epoch of ``min_steps``).
 
     Parameters
     ----------
@@ -95,6 +96,8 @@ class DomainBalancedBatches:
         Rows per domain per step.
     generator : torch.Generator
         Source of randomness (seeded by the estimator's ``random_state``).
+    min_steps : int, default=0
+        Fewest steps of an epoch.
 
     Yields
     ------
@@ -102,12 +105,12 @@ class DomainBalancedBatches:
         One tensor of row indices per domain.
     """
 
-    def __init__(self, domain_codes, batch_size, generator):
+    def __init__(self, domain_codes, batch_size, generator, min_steps=0):
         codes = np.asarray(domain_codes)
         self.rows = [torch.from_numpy(np.flatnonzero(codes == d)) for d in range(codes.max() + 1)]
         self.batch_sizes = [min(batch_size, len(r)) for r in self.rows]
         self.generator = generator
-        self.n_steps = max(math.ceil(len(r) / batch_size) for r in self.rows)
+        self.n_steps = max(min_steps, *(math.ceil(len(r) / batch_size) for r in self.rows))
 
     def __len__(self):
         return self.n_steps
@@ -214,8 +217,9 @@ class RowObjective(Objective):
     #: 2 cores); the clusters are the same to the bit on any number of threads
     CLUSTER_THREADS = 1
 
-    def _init_rows(self, X, codes, batch_size, generator):
+    def _init_rows(self, X, codes, batch_size, generator, min_steps=0):
         self.X = X
+        self.min_steps = min_steps
         self.codes = np.asarray(codes)
         self.codes_t = torch.from_numpy(self.codes)
         self.n_domains = int(self.codes.max()) + 1
@@ -225,7 +229,8 @@ class RowObjective(Objective):
 
     def batches(self):
         """Domain-balanced index batches for one epoch."""
-        return DomainBalancedBatches(self.codes, self.batch_size, self.generator)
+        return DomainBalancedBatches(self.codes, self.batch_size, self.generator,
+                                     self.min_steps)
 
     @torch.no_grad()
     def embed_rows(self, net, fn):

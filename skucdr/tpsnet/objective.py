@@ -103,6 +103,8 @@ class TPSNetObjective(RowObjective):
         Where the warm-up and stage 1 (warm-up and prompts) end.
     seed : int
         Seeds the k-means.
+    min_steps : int, default=0
+        Fewest optimiser steps of an epoch (:class:`~skucdr.nn.training.DomainBalancedBatches`).
     """
 
     #: temperature of UEM's prototype terms (the warm-up's and stage 2's gamma terms)
@@ -118,9 +120,9 @@ class TPSNetObjective(RowObjective):
              "semantic", "embeddings")
 
     def __init__(self, X, codes, *, params, generator, augment, warmup_epochs,
-                 stage1_epochs, seed):
+                 stage1_epochs, seed, min_steps=0):
         self.hp = SimpleNamespace(**params)
-        self._init_rows(X, codes, self.hp.batch_size, generator)
+        self._init_rows(X, codes, self.hp.batch_size, generator, min_steps)
         self.augment = augment
         self.warmup_epochs = warmup_epochs
         self.stage1_epochs = stage1_epochs
@@ -144,6 +146,7 @@ class TPSNetObjective(RowObjective):
             X, codes, params=uem.get_params(deep=False), generator=generator,
             augment=augment, stage1_epochs=warmup_epochs,
             max_prototypes=self.hp.max_prototypes, seed=seed, embed=_image_features,
+            min_steps=min_steps,
         )
 
     def state_dict(self):

@@ -96,9 +96,11 @@ class TextPhaseRetriever(BaseRetriever):
     ----------
     n_components : int, default=128
         Width of the embedding (and of the fused tokens).
-    max_epochs : int, default=66
+    max_epochs : "auto" or int, default="auto"
         Total epochs: 60% stage 1 (warm-up, then ``prompt_epochs`` of prompts), 40%
-        stage 2. Raise it, with ``augment``, when fit time allows. See
+        stage 2. ``"auto"``: 66 epochs of at least 75 optimiser steps, so that a small
+        data set revisits its rows within an epoch; an int: that many passes over the
+        data (over the largest domain). Raise it, with ``augment``, when fit time allows. See
         :ref:`tpsnet-schedule`.
     batch_size : int, default=32
         Rows *per domain* in every step. See :ref:`tpsnet-schedule`.
@@ -211,6 +213,7 @@ torch.nn.Module, default="auto"
     """
 
     _requires_images = True
+    _auto_epochs = 66
 
     _parameter_constraints: dict = {
         **BaseRetriever._shared_parameter_constraints,
@@ -233,7 +236,7 @@ torch.nn.Module, default="auto"
         self,
         n_components=128,
         *,
-        max_epochs=66,
+        max_epochs="auto",
         batch_size=32,
         lr=1e-3,
         n_prototypes="elbow",
@@ -322,7 +325,8 @@ torch.nn.Module, default="auto"
 
     def _schedule(self):
         """(warm-up epochs, stage-1 epochs) of the ``max_epochs``."""
-        stage1 = min(round(STAGE1_FRACTION * self.max_epochs), self.max_epochs - 1)
+        n_epochs = self._n_epochs()
+        stage1 = min(round(STAGE1_FRACTION * n_epochs), n_epochs - 1)
         prompt = min(self.prompt_epochs, stage1) if self.text_prior else 0
         return stage1 - prompt, stage1
 
@@ -344,6 +348,7 @@ torch.nn.Module, default="auto"
             warmup_epochs=warmup_epochs,
             stage1_epochs=stage1_epochs,
             seed=int(generator.initial_seed() % (2**31 - 1)),
+            min_steps=self._min_steps_per_epoch(),
         )
         net = self._train(module, objective, n_samples=len(codes))
         self.n_classes_ = objective.n_classes  # kept by release()

@@ -62,6 +62,8 @@ class UEMObjective(RowObjective):
         ``embed(module, x)`` gives the L2-normalised features the objective trains
         (default: ``module(x)``; TextPhaseRetriever's warm-up passes its stage-1 image
         features).
+    min_steps : int, default=0
+        Fewest optimiser steps of an epoch (:class:`~skucdr.nn.training.DomainBalancedBatches`).
     """
 
     #: memory-bank momentum ``beta`` of Eq. 5 (NPID's 0.5; docs/methods.md)
@@ -73,9 +75,9 @@ class UEMObjective(RowObjective):
     STATE = ("banks", "prototypes", "assignment", "alpha", "stage", "_k_cache", "_refreshes")
 
     def __init__(self, X, codes, *, params, generator, augment, stage1_epochs,
-                 max_prototypes, seed, embed=None):
+                 max_prototypes, seed, embed=None, min_steps=0):
         self.hp = SimpleNamespace(**params)
-        self._init_rows(X, codes, self.hp.batch_size, generator)
+        self._init_rows(X, codes, self.hp.batch_size, generator, min_steps)
         self.augment = augment
         self.stage1_epochs = stage1_epochs
         self.max_prototypes = max_prototypes

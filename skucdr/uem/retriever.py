@@ -56,9 +56,12 @@ class UniversalCDRRetriever(BaseRetriever):
     ----------
     n_components : int, default=128
         Width of the embedding. Wider helps when there are many categories.
-    max_epochs : int, default=90
-        Total epochs of both stages (two thirds stage 1). Lower it for a quick look;
-        raise it when the loss history still falls. See :ref:`uem-schedule`.
+    max_epochs : "auto" or int, default="auto"
+        Total epochs of both stages (two thirds stage 1). ``"auto"``: 90 epochs of at
+        least 75 optimiser steps, so that a small data set revisits its rows within an
+        epoch; an int: that many passes over the data (over the largest domain). Lower
+        it for a quick look; raise it when the loss history still falls. See
+        :ref:`uem-schedule`.
     batch_size : int, default=32
         Rows *per domain* in every step (the paper: 64). Smaller batches give more
         optimiser steps per epoch. See :ref:`uem-batch-size`.
@@ -173,6 +176,8 @@ torch.nn.Module, default="auto"
     ...                                  sample_domain=["optdigits"] * 5)  # doctest: +SKIP
     """
 
+    _auto_epochs = 90
+
     _parameter_constraints: dict = {
         **BaseRetriever._shared_parameter_constraints,
         "tau": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -190,7 +195,7 @@ torch.nn.Module, default="auto"
         self,
         n_components=128,
         *,
-        max_epochs=90,
+        max_epochs="auto",
         batch_size=32,
         lr=1e-3,
         tau=0.07,
@@ -242,7 +247,8 @@ torch.nn.Module, default="auto"
     def _fit_network(self, data, codes, generator):
         X, encoder, backbone = self._training_inputs(data, codes)
         module = self._network(encoder)
-        stage2_epochs = int(round(STAGE2_FRACTION * self.max_epochs))
+        n_epochs = self._n_epochs()
+        stage2_epochs = int(round(STAGE2_FRACTION * n_epochs))
         # a frozen backbone's cached features are augmented as feature vectors
         augment_shape = data.image_shape if backbone is None else None
         objective = UEMObjective(
@@ -251,7 +257,8 @@ torch.nn.Module, default="auto"
             params=self.get_params(deep=False),
             generator=generator,
             augment=build_augment(augment_shape, self.augment, **AUTO_IMAGE_AUGMENT),
-            stage1_epochs=self.max_epochs - stage2_epochs,
+            stage1_epochs=n_epochs - stage2_epochs,
+            min_steps=self._min_steps_per_epoch(),
             max_prototypes=min(self.max_prototypes, max(2, np.bincount(codes).min() // 2)),
             seed=int(generator.initial_seed() % (2**31 - 1)),
         )
