@@ -447,3 +447,14 @@ def test_small_folders_writes_a_labelled_folder_of_pngs(tmp_path):
 
     assert Image.open(next(tmp_path.glob("mnist/*/*.png"))).mode == "L"
     assert Image.open(next(tmp_path.glob("mnist_m/*/*.png"))).size == (28, 28)
+
+
+def test_artwork_within_domain_map_leaves_each_row_out():
+    artwork = _load("artwork")
+    labels = np.array([0, 0, 1, 1])
+    Z = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    assert artwork.within_domain_map(Z, labels) == 1.0
+    # each row's one partner ranks 3rd (rows 0, 2) or 2nd (rows 1, 3) among the others;
+    # counting the row itself would have put every query's first hit right
+    assert artwork.within_domain_map(Z, np.array([0, 1, 0, 1])) == pytest.approx(
+        np.mean([1 / 3, 1 / 2, 1 / 3, 1 / 2]))
