@@ -681,3 +681,20 @@ def test_auto_schedule_gives_small_data_sets_a_floor_of_steps(two_domains, monke
     assert [len(e["batches"]) for e in auto.history_] == [AUTO_MIN_STEPS_PER_EPOCH] * 2
     assert [len(e["batches"]) for e in passes.history_] == [one_pass] * 2
     assert UniversalCDRRetriever().max_epochs == "auto"
+
+
+def test_auto_schedule_leaves_long_epochs_as_they_were(monkeypatch):
+    """Where one pass is already longer than the floor (the digit pairs: 79 steps),
+    ``"auto"`` fits exactly what the same number of int epochs fits."""
+    from skucdr._base import AUTO_MIN_STEPS_PER_EPOCH
+
+    rng = np.random.RandomState(0)
+    n = 2 * (AUTO_MIN_STEPS_PER_EPOCH + 5)  # 80 steps of 2 rows per domain
+    X = rng.randn(2 * n, 6).astype(np.float32)
+    d = np.repeat(["a", "b"], n)
+    params = dict(TINY, batch_size=2, n_prototypes=2)
+    monkeypatch.setattr(UniversalCDRRetriever, "_auto_epochs", 1)
+    auto = UniversalCDRRetriever(**dict(params, max_epochs="auto")).fit(X, sample_domain=d)
+    passes = UniversalCDRRetriever(**dict(params, max_epochs=1)).fit(X, sample_domain=d)
+    assert len(auto.history_[0]["batches"]) == AUTO_MIN_STEPS_PER_EPOCH + 5
+    np.testing.assert_array_equal(auto.gallery_embedding_, passes.gallery_embedding_)

@@ -157,7 +157,7 @@ def run_fit(args):
         params["checkpoint_dir"] = args.checkpoint_dir
     retriever = make_retriever(args.method, max_epochs=args.max_epochs, seed=args.seed,
                                verbose=0 if args.quiet else 1, **params)
-    print(f"Training {type(retriever).__name__} (no labels) ...")
+    print(f"Training {type(retriever).__name__} (no labels) on {_backbone(args)} ...")
     start = time.perf_counter()
     retriever.fit(X, sample_domain=sample_domain)
     print(f"Fitted in {time.perf_counter() - start:.0f} s.")
@@ -358,6 +358,14 @@ def add_parsers(sub):
 
 
 _IMAGE_ENCODERS = ("auto", "cnn", "resnet18", "resnet50", "efficientnet_lite0")
+
+
+def _backbone(args):
+    """What ``skucdr fit`` trains, in words."""
+    if args.encoder in (None, "auto", "cnn"):
+        return "a small CNN trained from scratch"
+    return args.encoder + (", kept frozen (only the head trains)" if args.freeze_encoder
+                           else ", fine-tuned")
 _PRETRAINED = ("resnet18", "resnet50", "efficientnet_lite0")
 
 
