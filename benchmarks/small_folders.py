@@ -7,7 +7,7 @@ options (the class folders are not used for training) and ``skucdr evaluate MODE
 --json``. Rows:
 
 * ``default``: ``skucdr fit`` with its defaults (``max_epochs="auto"``: epochs of at
-  least 75 steps; images read at their own size);
+  least 50 steps; images read at their own size);
 * ``passes``: ``--max-epochs 90``: 90 plain passes over the data (the schedule before
   ``"auto"``), at the same image size.
 

@@ -64,7 +64,7 @@ INDEX_CACHE_BYTES = 1 << 30
 # thousand images per domain revisits its rows within an epoch instead of getting a
 # fraction of a large data set's steps (docs/methods.md, "Training schedule"). The
 # digit pairs' epochs are longer (79 steps), so their fits are unchanged.
-AUTO_MIN_STEPS_PER_EPOCH = 75
+AUTO_MIN_STEPS_PER_EPOCH = 50
 
 
 class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator,

@@ -304,7 +304,7 @@ def add_parsers(sub):
                           "most 64)")
     fit.add_argument("--max-epochs", type=_positive_int, default=None,
                      help="training epochs, each one pass over the images (default: the "
-                          "estimator's max_epochs='auto', epochs of at least 75 steps "
+                          "estimator's max_epochs='auto', epochs of at least 50 steps "
                           "so that small folders learn)")
     fit.add_argument("--device", default=None, help="cpu, cuda or auto (default: auto)")
     fit.add_argument("--seed", type=int, default=0, help="random_state (default: 0)")

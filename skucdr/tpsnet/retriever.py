@@ -98,7 +98,7 @@ class TextPhaseRetriever(BaseRetriever):
         Width of the embedding (and of the fused tokens).
     max_epochs : "auto" or int, default="auto"
         Total epochs: 60% stage 1 (warm-up, then ``prompt_epochs`` of prompts), 40%
-        stage 2. ``"auto"``: 66 epochs of at least 75 optimiser steps, so that a small
+        stage 2. ``"auto"``: 66 epochs of at least 50 optimiser steps, so that a small
         data set revisits its rows within an epoch; an int: that many passes over the
         data (over the largest domain). Raise it, with ``augment``, when fit time allows. See
         :ref:`tpsnet-schedule`.

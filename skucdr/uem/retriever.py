@@ -58,7 +58,7 @@ class UniversalCDRRetriever(BaseRetriever):
         Width of the embedding. Wider helps when there are many categories.
     max_epochs : "auto" or int, default="auto"
         Total epochs of both stages (two thirds stage 1). ``"auto"``: 90 epochs of at
-        least 75 optimiser steps, so that a small data set revisits its rows within an
+        least 50 optimiser steps, so that a small data set revisits its rows within an
         epoch; an int: that many passes over the data (over the largest domain). Lower
         it for a quick look; raise it when the loss history still falls. See
         :ref:`uem-schedule`.
