@@ -222,7 +222,7 @@ def tpsnet_step_seconds(data, pair=PAIRS[1], n=64, epochs=2):
     from skucdr import TextPhaseRetriever, pack_domains
     from skucdr._base import AUTO_MIN_STEPS_PER_EPOCH
 
-    X, _, domains = pack_domains({d: data[d][0][:n] for d in pair})
+    X, domains = pack_domains({d: data[d][0][:n] for d in pair})
     model = TextPhaseRetriever(encoder="efficientnet_lite0", max_epochs=epochs,
                                random_state=0, device="cpu")
     start = time.perf_counter()
