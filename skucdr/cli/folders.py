@@ -361,6 +361,8 @@ def add_parsers(sub):
 
 _IMAGE_ENCODERS = ("auto", "cnn", "resnet18", "resnet50", "efficientnet_lite0")
 
+_PRETRAINED = ("resnet18", "resnet50", "efficientnet_lite0")
+
 
 def _backbone(args):
     """What ``skucdr fit`` trains, in words."""
@@ -368,7 +370,6 @@ def _backbone(args):
         return "a small CNN trained from scratch"
     return args.encoder + (", kept frozen (only the head trains)" if args.freeze_encoder
                            else ", fine-tuned")
-_PRETRAINED = ("resnet18", "resnet50", "efficientnet_lite0")
 
 
 #: Largest side the small CNN reads images at by default (``--image-size`` overrides it).
