@@ -98,8 +98,8 @@ def main(argv=None):
         raw[index] = time.perf_counter() - start
         timings[index] = {"build_s": round(build_s, 1), "search_s": round(raw[index], 2)}
         if index == "auto":  # the exact index may push it out of the cache (1 GiB each)
-            auto_index = next(i for k, i in retriever._gallery_indexes.items()
-                              if k[1] == "auto")
+            auto_index = next(built for _, name, _, built in retriever.gallery_.indexes()
+                              if name == "auto")
     recall = _recall(found["auto"], found["Flat"])
     # the nprobe knob on the same IVF index: recall and search time of the index alone
     # (the gallery rows are the index's rows: the catalogue is the only other domain)

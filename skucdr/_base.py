@@ -26,7 +26,6 @@ import os
 import pickle
 import warnings
 from abc import ABCMeta, abstractmethod
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -40,8 +39,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._domains import check_domain_input, unpack_domains
+from ._gallery import Gallery, check_index_setting
 from ._lazy import LazyImages, LazyImageTensor
 from ._sklearn_compat import Interval, StrOptions, _fit_context, check_tabular_output
+from ._validation import check_same_kind
 from .nn.domain_norm import convert_domain_batchnorm, domain_codes
 from .nn.encoders import (
     ENCODER_NAMES,
@@ -50,6 +51,7 @@ from .nn.encoders import (
     encode_frozen,
 )
 from .nn.training import device_available, resolve_device, train_objective
+from .open_set import DetectionCache
 
 __all__ = ["BaseRetriever"]
 
@@ -57,9 +59,6 @@ __all__ = ["BaseRetriever"]
 _PIXEL_TOLERANCE = 1e-3
 # Adam's weight decay in every fit (docs/methods.md, "Training").
 WEIGHT_DECAY = 1e-5
-# Bytes of gallery vectors kept in cached faiss indexes (one index per gallery row set:
-# per query domain, or per gallery_domain choice); the index in use is always kept.
-INDEX_CACHE_BYTES = 1 << 30
 # Fewest optimiser steps of an epoch with max_epochs="auto": a folder of a few hundred or
 # thousand images per domain revisits its rows within an epoch instead of getting a
 # fraction of a large data set's steps (docs/methods.md, "Training schedule"). The
@@ -148,7 +147,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         rows are embedded with the pooled statistics of the fitted domains."""
         if not data.domains_given:
             return self._domain_codes(data.sample_domain)
-        _check_same_kind(data.sample_domain, self.domains_, "sample_domain")
+        check_same_kind(data.sample_domain, self.domains_, "sample_domain")
         codes = self._domain_codes(data.sample_domain)
         if (codes < 0).any():
             unseen = sorted(set(data.sample_domain[codes < 0].tolist()), key=str)
@@ -176,15 +175,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _check_index(self):
         """The gallery's faiss index and its knobs, checked before any training."""
-        from .neighbors import FaissCosineIndex
-
-        knobs = dict(self.index_params or {})
-        allowed = ("nprobe", "ef_search")
-        unknown = sorted(set(knobs) - set(allowed))
-        if unknown:
-            raise ValueError(f"index_params has unknown keys {unknown}; the search knobs are "
-                             f"{list(allowed)}.")
-        FaissCosineIndex(self.index, **knobs).check(self.n_components)
+        check_index_setting(self.index, self.index_params, self.n_components)
 
     def _fit_state(self, X, sample_domain):
         """The fit itself, on ``self`` (a fresh copy made by :meth:`_fit`)."""
@@ -212,7 +203,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         cached = self.__dict__.pop("_train_embedding_from_cache", None)  # frozen backbone
         self.train_embedding_ = cached if cached is not None else self._embed(data.X, codes)
         self.train_domain_ = data.sample_domain
-        self._set_gallery(self.train_embedding_, data.sample_domain)
+        self.gallery_ = Gallery(self.train_embedding_, data.sample_domain)
         return data
 
     def _checkpoint_file(self, data, codes):
@@ -479,18 +470,23 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return Z
 
     # ------------------------------------------------------------------ gallery
-    def _set_gallery(self, embedding, sample_domain):
-        self.gallery_embedding_ = np.ascontiguousarray(embedding, dtype=np.float32)
-        self.gallery_domain_ = np.asarray(sample_domain)
-        self._gallery_indexes = OrderedDict()
-        self._open_set_cache = {}
+    @property
+    def gallery_embedding_(self):
+        """The gallery's embeddings (``gallery_.embedding``)."""
+        return self.gallery_.embedding
+
+    @property
+    def gallery_domain_(self):
+        """The domain of every gallery row (``gallery_.domain``)."""
+        return self.gallery_.domain
 
     def index_gallery(self, X, *, sample_domain=None, append=False):
         """Make a catalogue the retrieval gallery, without retraining.
 
         The catalogue is embedded a batch at a time (a dataset of images is decoded a
         batch at a time too, see :meth:`fit`), so memory holds its embeddings and one
-        batch.
+        batch. The faiss indexes that queries of the fitted domains search are built
+        here, so the first query is as fast as the next.
 
         Parameters
         ----------
@@ -511,72 +507,19 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if not isinstance(append, (bool, np.bool_)):
             raise TypeError(f"append must be a bool, got {append!r}.")
         data = self._validate(X, sample_domain, reset=False)
+        if append:  # before the catalogue is embedded
+            check_same_kind(data.sample_domain, self.gallery_.domain, "sample_domain")
         embedding = self._embed(data.X, self._inference_codes(data))
-        if not append:
-            self._set_gallery(embedding, data.sample_domain)
-            return self
-        _check_same_kind(data.sample_domain, self.gallery_domain_, "sample_domain")
-        self.gallery_embedding_ = np.concatenate([self.gallery_embedding_, embedding])
-        self.gallery_domain_ = np.concatenate([self.gallery_domain_, data.sample_domain])
-        for (domains, *_), index in self._gallery_indexes.items():
-            new = np.isin(data.sample_domain, list(domains))
-            if new.any():  # its rows, in gallery order, end with the new ones
-                index.add(embedding[new])
-        self._open_set_cache = {}
-        return self
-
-    def _gallery_rows(self, query_domain, gallery_domain):
-        """The gallery rows searched for queries of ``query_domain`` (all of the
-        ``gallery_domain`` ones when given, else those of the other domains, else all),
-        and the tuple of domains they hold."""
-        present = list(dict.fromkeys(self.gallery_domain_.tolist()))
-        if gallery_domain is not None:
-            # compared as Python objects: a cast to the gallery's dtype would cut long
-            # names to the fitted names' length, or turn "0" into 0
-            wanted = np.atleast_1d(np.asarray(gallery_domain, dtype=object))
-            _check_same_kind(wanted, self.gallery_domain_, "gallery_domain")
-            unknown = [d for d in wanted.tolist() if d not in present]
-            if unknown:
-                raise ValueError(
-                    f"gallery_domain {unknown} not in the gallery, whose domains are "
-                    f"{sorted(present, key=str)}."
-                )
-            domains = [d for d in present if d in wanted.tolist()]
+        if append:
+            self.gallery_.append(embedding, data.sample_domain)
         else:
-            domains = [d for d in present if d != query_domain] or present
-        if len(domains) == len(present):
-            return np.arange(len(self.gallery_domain_)), tuple(domains)
-        return np.flatnonzero(np.isin(self.gallery_domain_, domains)), tuple(domains)
-
-    def _index_for(self, rows, domains):
-        """The faiss index of gallery ``rows`` (those of ``domains``) under the current
-        ``index`` and ``index_params``, from the cache or built (and checked) now.
-
-        The cache holds one index per searched set of domains and index setting, least
-        recently used first out beyond ``INDEX_CACHE_BYTES`` of stored vectors; the index
-        in use is always kept. :meth:`index_gallery` with ``append=True`` adds its new
-        rows to the cached indexes."""
-        from .neighbors import FaissCosineIndex
-
-        key = index_cache_key(domains, self.index, self.index_params)
-        cache = self._gallery_indexes  # set with the gallery, and on unpickling
-        index = cache.get(key)
-        if index is not None:
-            cache.move_to_end(key)
-            return index
-        self._check_index()  # parameters set after fit get the same checks as at fit
-        index = FaissCosineIndex(self.index, **(self.index_params or {}))
-        index.fit(self.gallery_embedding_[rows])
-        cache[key] = index
-        row_bytes = 2 * 4 * self.gallery_embedding_.shape[1]  # the rows and faiss's copy
-        while len(cache) > 1 and row_bytes * sum(i.n_samples_fit_ for i in cache.values()) \
-                > INDEX_CACHE_BYTES:
-            cache.popitem(last=False)
-        return index
+            self.gallery_ = Gallery(embedding, data.sample_domain)
+        self.gallery_.build(self.domains_.tolist(), self.index, self.index_params)
+        return self
 
     def _queries(self, X, sample_domain):
         if X is None:
-            return self.gallery_embedding_, self.gallery_domain_, True
+            return self.gallery_.embedding, self.gallery_.domain, True
         data = self._validate(X, sample_domain, reset=False)
         Q = self._embed(data.X, self._inference_codes(data))
         return Q, data.sample_domain, False
@@ -621,30 +564,13 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if (isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral)
                 or n_neighbors < 1):
             raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}.")
-        if n_neighbors > len(self.gallery_domain_):  # before any allocation of that size
+        if n_neighbors > len(self.gallery_):  # before any query is embedded
             raise ValueError(f"n_neighbors={n_neighbors} but the gallery holds only "
-                             f"{len(self.gallery_domain_)} rows.")
+                             f"{len(self.gallery_)} rows.")
         Q, q_domains, self_query = self._queries(X, sample_domain)
-        distances = np.empty((Q.shape[0], n_neighbors), dtype=np.float32)
-        indices = np.empty((Q.shape[0], n_neighbors), dtype=np.int64)
-        groups = [None] if gallery_domain is not None else list(dict.fromkeys(q_domains.tolist()))
-        for group in groups:
-            q_rows = (np.arange(Q.shape[0]) if group is None
-                      else np.flatnonzero(q_domains == group))
-            g_rows, g_domains = self._gallery_rows(group, gallery_domain)
-            drop_self = self_query and (group is None or np.isin(q_rows, g_rows).any())
-            k = n_neighbors + int(drop_self)
-            if k > len(g_rows):
-                raise ValueError(
-                    f"n_neighbors={n_neighbors} but the searched gallery holds only "
-                    f"{len(g_rows) - int(drop_self)} rows."
-                )
-            dist, local = self._index_for(g_rows, g_domains).search(Q[q_rows], k)
-            found = g_rows[local]
-            if drop_self:
-                dist, found = _drop_self(dist, found, q_rows, n_neighbors)
-            distances[q_rows] = dist
-            indices[q_rows] = found
+        distances, indices = self.gallery_.search(
+            Q, q_domains, n_neighbors, gallery_domain=gallery_domain, index=self.index,
+            index_params=self.index_params, self_query=self_query)
         return (distances, indices) if return_distance else indices
 
     # ----------------------------------------------------------------- open set
@@ -660,7 +586,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         query side is the fitted rows of the queries' domain (the queries themselves for
         a domain not seen in fit); its clusters against the gallery are built on the
         first call and reused by later calls until :meth:`index_gallery` or :meth:`fit`
-        changes the gallery.
+        changes the gallery (:class:`~skucdr.open_set.DetectionCache`).
 
         Parameters
         ----------
@@ -676,53 +602,14 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         private : ndarray of shape (n_queries,), bool
             True where the query's category is judged absent from the gallery.
         """
-        from threadpoolctl import threadpool_limits
-
-        from .open_set import detect_private_queries, judge_queries
-
         check_is_fitted(self, "net_")
         Q, q_domains, _ = self._queries(X, sample_domain)
-        private = np.zeros(Q.shape[0], dtype=bool)
-        for group in dict.fromkeys(q_domains.tolist()):
-            q_rows = np.flatnonzero(q_domains == group)
-            g_rows, _ = self._gallery_rows(group, gallery_domain)
-            # faiss k-means on one thread: its OpenMP pool and torch's fight in one process
-            with threadpool_limits(limits=1):
-                structure = self._open_set_structure(group, g_rows)
-                if structure is None:  # a domain not seen in fit: its queries are the reference
-                    private[q_rows] = detect_private_queries(
-                        Q[q_rows],
-                        self.gallery_embedding_[g_rows],
-                        **self._open_set_options(),
-                        random_state=self.random_state,
-                    )
-                else:
-                    private[q_rows] = judge_queries(structure, Q[q_rows])[0]
-        return private
-
-    def _open_set_structure(self, domain, g_rows):
-        """Appendix B.1's clusters of fitted ``domain`` against gallery rows ``g_rows``.
-
-        Built on the first :meth:`detect_private` call for that pair and reused until the
-        gallery changes (the elbow scans and k-means cost seconds; judging a query batch
-        against them, milliseconds). None when ``domain`` was not fitted.
-        """
-        from .open_set import fit_open_set_structure
-
-        reference = self._fitted_rows_of(domain)
-        if reference is None:
-            return None
-        key = g_rows.tobytes()
-        cached = self._open_set_cache.get(domain)
-        if cached is None or cached[0] != key:
-            structure = fit_open_set_structure(
-                reference,
-                self.gallery_embedding_[g_rows],
-                **self._open_set_options(),
-                random_state=self.random_state,
-            )
-            cached = self._open_set_cache[domain] = (key, structure)  # one per query domain
-        return cached[1]
+        if self.__dict__.get("_detection") is None:
+            self._detection = DetectionCache()
+        return self._detection.detect(
+            Q, q_domains, self.gallery_, gallery_domain=gallery_domain,
+            reference_of=self._fitted_rows_of, options=self._open_set_options(),
+            random_state=self.random_state)
 
     def _fitted_rows_of(self, domain):
         """Fitted embeddings of ``domain`` (the query side of appendix B.1), if any."""
@@ -756,7 +643,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             ordered domain pairs. With one domain only, each row queries the others of
             the same domain.
         """
-        from .metrics import cross_domain_map
+        from .metrics import cross_domain_map, within_domain_map
 
         Z = self.transform(X, sample_domain=sample_domain)
         if isinstance(Z, dict):
@@ -765,7 +652,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             Z, sample_domain = pack_domains(Z)
         y = np.asarray(y)
         if sample_domain is None or len(np.unique(sample_domain)) < 2:
-            return _within_domain_map(Z, y)
+            return within_domain_map(Z, y)
         return cross_domain_map(Z, y, np.asarray(sample_domain))
 
     # ------------------------------------------------------------------- sklearn
@@ -784,7 +671,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         state = self.__dict__.copy()
         # the faiss indexes travel in faiss's own format (FaissCosineIndex pickles so);
         # the open-set clusters are rebuilt when needed
-        state.pop("_open_set_cache", None)
+        state.pop("_detection", None)
         if state.get("device_", "cpu") != "cpu" and "net_" in state:
             # Plain pickling stores GPU tensors that only a machine with that GPU can
             # unpickle. A copy of the net with every tensor on the CPU is stored instead;
@@ -798,39 +685,10 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.__dict__.update(state)
         if self.__dict__.get("device_", "cpu") != "cpu" and "net_" in self.__dict__:
             self.device_ = _move_net(self.net_, self.device_)
-        self.__dict__.setdefault("_gallery_indexes", OrderedDict())
-        self._open_set_cache = {}
-
-
-def index_cache_key(domains, index, index_params):
-    """The key of a cached gallery index: the searched domains and the index setting
-    (shared by :meth:`BaseRetriever._index_for` and :mod:`skucdr.persistence`)."""
-    return tuple(domains), index, tuple(sorted((index_params or {}).items()))
-
-
-def _check_same_kind(labels, fitted, what):
-    """Domain labels must be str where the fitted ones are str, ints where they are ints."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind == "O":
-        values = labels.tolist()
-        is_str = all(isinstance(v, (str, np.str_)) for v in values)
-        is_int = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                     for v in values)
-        kind = "str" if is_str else "int" if is_int else "mixed"
-    else:
-        kind = "str" if labels.dtype.kind in "US" else "int" if labels.dtype.kind in "iu" \
-            else labels.dtype.kind
-    fitted_kind = "str" if np.asarray(fitted).dtype.kind in "USO" else "int"
-    if kind != fitted_kind:
-        example = sorted(set(labels.tolist()), key=str)[:5]
-        raise TypeError(
-            f"{what} holds {kind} labels {example}, but the model's domains are "
-            f"{fitted_kind}s {sorted(set(np.asarray(fitted).tolist()), key=str)}."
-        )
 
 
 # private attributes a fit sets besides the public ``*_`` ones
-_PRIVATE_FITTED_STATE = ("_gallery_indexes", "_open_set_cache", "_n_features_out")
+_PRIVATE_FITTED_STATE = ("_detection", "_n_features_out")
 
 
 def _is_fitted_state(name):
@@ -882,28 +740,3 @@ def _move_net(net, device):
                 per_parameter[key] = value.to(device)
     net.device = device
     return device
-
-
-def _drop_self(dist, found, q_rows, n_neighbors):
-    """Remove each query's own row from its k+1 results (or the last one if absent)."""
-    is_self = found == q_rows[:, None]
-    no_self = ~is_self.any(axis=1)
-    is_self[no_self, -1] = True
-    keep = ~is_self
-    return (dist[keep].reshape(len(q_rows), n_neighbors),
-            found[keep].reshape(len(q_rows), n_neighbors))
-
-
-def _within_domain_map(Z, y):
-    """Leave-one-out mAP inside one domain (used when only one domain is given)."""
-    from .metrics import _check_labels, _leave_one_out_map
-
-    y = _check_labels(y, len(Z), "y", "X")
-    if len(Z) < 2:
-        warnings.warn("score needs at least two rows; returning nan.", stacklevel=3)
-        return float("nan")
-    score = _leave_one_out_map(Z, y)
-    if np.isnan(score):
-        warnings.warn("score: no row shares its class with another row, so no query has a "
-                      "relevant item; returning nan.", UserWarning, stacklevel=3)
-    return score

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._sklearn_compat import validate_data
+from ._validation import check_sample_domain, domain_order
 
 __all__ = ["pack_domains", "unpack_domains", "check_domain_input", "DomainInput"]
 
@@ -131,12 +132,6 @@ def _holds_arrays(items):
     return bool(shapes) and (any(len(s) == 2 for s in shapes) or len(set(shapes)) > 1)
 
 
-def _domain_order(sample_domain):
-    """Unique domain labels in order of first appearance."""
-    _, first = np.unique(sample_domain, return_index=True)
-    return sample_domain[np.sort(first)]
-
-
 def unpack_domains(Z, sample_domain, *, domains=None):
     """Split rows of ``Z`` back into a mapping of domain name to array.
 
@@ -159,7 +154,7 @@ def unpack_domains(Z, sample_domain, *, domains=None):
     if np.ndim(Z) == 0:
         raise ValueError(f"Z must hold rows (an array of at least 1 dimension), got {Z!r}.")
     sample_domain = check_sample_domain(sample_domain, len(Z), rows_of="Z")
-    order = _domain_order(sample_domain) if domains is None else list(domains)
+    order = domain_order(sample_domain) if domains is None else list(domains)
     take = (lambda m: Z.iloc[m]) if hasattr(Z, "iloc") else (lambda m: Z[m])
     return {_to_python(d): take(sample_domain == d) for d in order}
 
@@ -396,52 +391,6 @@ def _domain_input(X, sample_domain, image_shape, from_mapping):
         sample_domain=sample_domain,
         image_shape=image_shape,
         from_mapping=from_mapping,
-        domain_order=[_to_python(d) for d in _domain_order(sample_domain)],
+        domain_order=[_to_python(d) for d in domain_order(sample_domain)],
         domains_given=domains_given,
     )
-
-
-def check_sample_domain(sample_domain, n, rows_of="X"):
-    """``sample_domain`` as a 1-D array of ``n`` str or int labels.
-
-    Raises
-    ------
-    ValueError
-        When its shape is not ``(n,)`` or a label is None or NaN.
-    TypeError
-        When it holds other types than str or int, or a mix of both.
-    """
-    sample_domain = np.asarray(sample_domain)
-    if sample_domain.ndim != 1 or sample_domain.shape[0] != n:
-        raise ValueError(
-            f"sample_domain has shape {sample_domain.shape}; expected ({n},), one domain "
-            f"label per row of {rows_of}."
-        )
-    if sample_domain.dtype.kind not in "iuUSO":
-        raise TypeError(
-            "sample_domain must hold domain names (str) or ints, got dtype "
-            f"{sample_domain.dtype}."
-        )
-    if sample_domain.dtype.kind == "O":
-        sample_domain = _labels_from_objects(sample_domain)
-    return sample_domain
-
-
-def _labels_from_objects(sample_domain):
-    """An object array of domain labels as str or int labels; missing or mixed ones
-    are named in an error."""
-    values = sample_domain.tolist()
-    missing = [i for i, v in enumerate(values)
-               if v is None or (isinstance(v, float) and v != v)]
-    if missing:
-        raise ValueError(f"sample_domain holds no domain (None or NaN) at rows "
-                         f"{missing[:10]}{' ...' if len(missing) > 10 else ''}.")
-    kinds = {"str" if isinstance(v, (str, np.str_)) else "int"
-             if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else
-             type(v).__name__ for v in values}
-    if kinds == {"int"}:
-        return sample_domain.astype(np.int64)
-    if kinds != {"str"}:
-        raise TypeError(f"sample_domain must hold domain names (str) or ints, not a mix: "
-                        f"found {sorted(kinds)}.")
-    return sample_domain.astype(str)

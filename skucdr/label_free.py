@@ -17,21 +17,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._validation import l2_normalize
+
 __all__ = ["mutual_neighbor_rate"]
 
 _CHUNK = 1024  # query rows per similarity block: memory ~ _CHUNK * n_gallery floats
 
 
-def _normalized(Z):
-    Z = np.asarray(Z, dtype=np.float32)
-    norms = np.linalg.norm(Z, axis=1, keepdims=True)
-    return Z / np.maximum(norms, 1e-12)
-
-
 def _check(Z, sample_domain):
     from sklearn.utils import check_array
 
-    from ._domains import check_sample_domain
+    from ._validation import check_sample_domain
 
     if isinstance(Z, Mapping):
         raise TypeError("Z must be an array of embeddings (n_samples, n_components) with "
@@ -54,8 +50,8 @@ def _centred(Z):
     relations in the float noise around that cone; without its common direction, that
     noise scores as what it is, random.
     """
-    Z = _normalized(Z).astype(np.float64)
-    return _normalized(Z - Z.mean(axis=0))
+    Z = l2_normalize(Z).astype(np.float64)
+    return l2_normalize(Z - Z.mean(axis=0))
 
 
 def _nearest(Q, G):

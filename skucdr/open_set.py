@@ -30,7 +30,7 @@ from .cluster import (
     spherical_kmeans,
 )
 
-__all__ = ["detect_private_queries", "fit_open_set_structure", "judge_queries"]
+__all__ = ["DetectionCache", "detect_private_queries", "fit_open_set_structure", "judge_queries"]
 
 # Elements of one (rows x gallery) block of product distances; a few float64 temporaries
 # of this size live at once (~16 MiB each).
@@ -343,3 +343,67 @@ def judge_queries(structure, query_emb):
 def _private_rule(structure, nearest, d_min):
     unmerged = structure.query_partner[nearest] < 0
     return unmerged | (structure.cluster_max_distance[nearest] < d_min)
+
+
+class DetectionCache:
+    """A retriever's open-set detection: appendix B.1's structures of each query domain
+    against the gallery rows it searches, built on first use and reused until the
+    gallery changes (keyed on :attr:`skucdr._gallery.Gallery.version` and the rows).
+
+    The elbow scans and k-means cost seconds; judging a batch of queries against a
+    built structure, milliseconds. The cache is never pickled or saved.
+    """
+
+    def __init__(self):
+        self._structures = {}
+
+    def detect(self, Q, q_domains, gallery, *, gallery_domain=None, reference_of,
+               options, random_state=None):
+        """Which rows of ``Q`` are private (their category absent from the gallery).
+
+        Parameters
+        ----------
+        Q : ndarray of shape (n_queries, n_components)
+            Query embeddings.
+        q_domains : ndarray of shape (n_queries,)
+            The domain of every query.
+        gallery : skucdr._gallery.Gallery
+            The gallery the queries search.
+        gallery_domain : label or list of labels, default=None
+            As in ``kneighbors``.
+        reference_of : callable
+            ``reference_of(domain)``: the fitted embeddings of ``domain`` (the query
+            side of appendix B.1), or None for a domain not seen in fit, whose queries
+            are then their own reference.
+        options : dict
+            ``n_prototypes`` and ``merge_rule``.
+        random_state : int, RandomState or None
+
+        Returns
+        -------
+        private : ndarray of shape (n_queries,), bool
+        """
+        from threadpoolctl import threadpool_limits
+
+        q_domains = np.asarray(q_domains)
+        private = np.zeros(Q.shape[0], dtype=bool)
+        for group in dict.fromkeys(q_domains.tolist()):
+            q_rows = np.flatnonzero(q_domains == group)
+            g_rows, _ = gallery.rows_for(group, gallery_domain)
+            # faiss k-means on one thread: its OpenMP pool and torch's fight in one process
+            with threadpool_limits(limits=1):
+                reference = reference_of(group)
+                if reference is None:
+                    private[q_rows] = detect_private_queries(
+                        Q[q_rows], gallery.embedding[g_rows], **options,
+                        random_state=random_state)
+                    continue
+                key = (gallery.version, g_rows.tobytes())
+                cached = self._structures.get(group)
+                if cached is None or cached[0] != key:
+                    structure = fit_open_set_structure(
+                        reference, gallery.embedding[g_rows], **options,
+                        random_state=random_state)
+                    cached = self._structures[group] = (key, structure)  # one per domain
+                private[q_rows] = judge_queries(cached[1], Q[q_rows])[0]
+        return private

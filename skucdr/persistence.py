@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -150,14 +149,7 @@ def save_retriever(retriever, path):
     }
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("index-*.faiss"):
-        old.unlink()
-    config["indexes"] = []
-    for i, ((domains, index, index_params), built) in enumerate(
-            retriever._gallery_indexes.items()):
-        built.write(path / f"index-{i}.faiss")
-        config["indexes"].append({"file": f"index-{i}.faiss", "domains": list(domains),
-                                  "index": index, "index_params": dict(index_params)})
+    config["indexes"] = retriever.gallery_.write_indexes(path)
     torch.save(weights, path / WEIGHTS_FILE)
     (path / CONFIG_FILE).write_text(json.dumps(_plain(config), indent=1))
     return path
@@ -192,6 +184,7 @@ def load_retriever(path, *, device=None, mmap_indexes=False):
     import torch
     from skorch.history import History
 
+    from ._gallery import Gallery
     from .nn.checkpoint import load_module_state
     from .nn.training import MultiDomainNet, device_available, resolve_device
 
@@ -217,11 +210,13 @@ def load_retriever(path, *, device=None, mmap_indexes=False):
         **{k: _param_from_json(v) for k, v in config["params"].items()})
     for name, value in config["fitted"].items():
         setattr(retriever, name, _param_from_json(value) if name == "image_shape_" else value)
-    for name, saved in config["labels"].items():
-        setattr(retriever, name, np.asarray(saved["values"], dtype=np.dtype(saved["dtype"])))
+    labels = {name: np.asarray(saved["values"], dtype=np.dtype(saved["dtype"]))
+              for name, saved in config["labels"].items()}
     weights = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    for name, tensor in weights["arrays"].items():
-        setattr(retriever, name, tensor.numpy())
+    arrays = {name: tensor.numpy() for name, tensor in weights["arrays"].items()}
+    gallery = Gallery(arrays.pop("gallery_embedding_"), labels.pop("gallery_domain_"))
+    for name, value in {**labels, **arrays}.items():
+        setattr(retriever, name, value)
 
     fitted_device = retriever.device_
     if device is not None:
@@ -240,25 +235,9 @@ def load_retriever(path, *, device=None, mmap_indexes=False):
     net.history = History(config["history"])
     retriever.net_ = net
     retriever.history_ = net.history
-    retriever._gallery_indexes = OrderedDict()
-    retriever._open_set_cache = {}
-    _load_indexes(retriever, path, config.get("indexes", []), mmap_indexes)
+    retriever.gallery_ = gallery.read_indexes(path, config.get("indexes", []),
+                                              mmap=mmap_indexes)
     return retriever
-
-
-def _load_indexes(retriever, path, saved, mmap):
-    """Put the saved faiss indexes back in the retriever's cache (see ``_index_for``)."""
-    from ._base import index_cache_key
-    from .neighbors import FaissCosineIndex
-
-    for entry in saved:
-        rows, _ = retriever._gallery_rows(None, entry["domains"])
-        gallery = retriever.gallery_embedding_
-        rows_embedding = gallery if len(rows) == len(gallery) else gallery[rows]
-        index = FaissCosineIndex(entry["index"], **entry["index_params"]).read(
-            path / entry["file"], rows_embedding, mmap=mmap)
-        key = index_cache_key(entry["domains"], entry["index"], entry["index_params"])
-        retriever._gallery_indexes[key] = index
 
 
 def _version():

@@ -17,13 +17,13 @@ from threadpoolctl import threadpool_limits
 
 from skucdr import PrototypeClusterer, pack_domains
 from skucdr.cluster import (
-    _knee_by_chord,
     choose_n_prototypes_elbow,
     l2_normalize,
     merge_prototypes,
     product_distance,
     spherical_kmeans,
 )
+from skucdr.cluster._kmeans import _knee_by_chord
 
 
 @pytest.fixture(autouse=True)

@@ -215,7 +215,7 @@ def test_chunking_does_not_change_results(data, monkeypatch, chunk):
         "map_k": mean_average_precision(*data, k=9, interpolated=True),
         "p": precision_at_k(*data),
     }
-    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(metrics._ranking, "_CHUNK_ELEMENTS", chunk)
     assert mean_average_precision(*data) == pytest.approx(expected["map"], abs=1e-12)
     assert mean_average_precision(*data, average="class", interpolated=True) == pytest.approx(
         expected["coda"], abs=1e-12
@@ -593,7 +593,7 @@ def test_scorer_with_pipelines(shifted):
 
 
 def test_leave_one_out_map_matches_a_per_row_loop():
-    from skucdr.metrics import _leave_one_out_map
+    from skucdr.metrics._ranking import leave_one_out_map as _leave_one_out_map
 
     rng = np.random.RandomState(3)
     Z = rng.randn(70, 5).astype(np.float32)

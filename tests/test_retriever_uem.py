@@ -199,7 +199,8 @@ def test_detect_private_reuses_the_open_set_clusters(two_domains, fitted, monkey
 
 
 def test_merge_rule_reaches_training_and_detection(two_domains, monkeypatch):
-    from skucdr import cluster, open_set
+    from skucdr import open_set
+    from skucdr.cluster import _estimator
 
     X, _, d = two_domains
     rules = {"training": [], "detection": []}
@@ -211,7 +212,8 @@ def test_merge_rule_reaches_training_and_detection(two_domains, monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(cluster, "merge_prototypes", spy("training", cluster.merge_prototypes))
+    monkeypatch.setattr(_estimator, "merge_prototypes",
+                        spy("training", _estimator.merge_prototypes))
     monkeypatch.setattr(open_set, "merge_prototypes", spy("detection", open_set.merge_prototypes))
     model = UniversalCDRRetriever(**TINY, merge_rule="mutual").fit(X, sample_domain=d)
     model.detect_private(X[:5], sample_domain=d[:5])
@@ -609,7 +611,7 @@ def test_encoder_weights_for_an_encoder_that_cannot_load_them_is_an_error(tmp_pa
 def test_index_set_after_fit_is_checked_and_used(two_domains, fitted):
     X, _, d = two_domains
     est = copy.deepcopy(fitted)
-    est._gallery_indexes.clear()  # the shared fixture's searches built some
+    est.gallery_.clear_indexes()  # the shared fixture's searches built some
     est.kneighbors(X[:2], sample_domain=d[:2])
     est.set_params(index="foo")
     with pytest.raises(ValueError, match="Invalid faiss index factory string 'foo'"):
@@ -619,18 +621,18 @@ def test_index_set_after_fit_is_checked_and_used(two_domains, fitted):
         est.kneighbors(X[:2], sample_domain=d[:2])
     est.set_params(index="HNSW8", index_params={"ef_search": 64})
     est.kneighbors(X[:2], sample_domain=d[:2])
-    assert [k[1] for k in est._gallery_indexes] == ["Flat", "HNSW8"]
-    assert [k[0] for k in est._gallery_indexes] == [(d[-1],), (d[-1],)]
+    assert [entry[1] for entry in est.gallery_.indexes()] == ["Flat", "HNSW8"]
+    assert [entry[0] for entry in est.gallery_.indexes()] == [(d[-1],), (d[-1],)]
 
 
 def test_per_domain_indexes_are_cached_within_a_memory_bound(two_domains, fitted,
                                                              monkeypatch):
-    from skucdr import _base
+    from skucdr import _gallery
     from skucdr.neighbors import FaissCosineIndex
 
     X, _, d = two_domains
     est = copy.deepcopy(fitted)
-    est._gallery_indexes.clear()  # the shared fixture's searches built some
+    est.gallery_.clear_indexes()  # the shared fixture's searches built some
     builds = []
     fit = FaissCosineIndex.fit
     monkeypatch.setattr(FaissCosineIndex, "fit",
@@ -640,9 +642,9 @@ def test_per_domain_indexes_are_cached_within_a_memory_bound(two_domains, fitted
         for domain in domains:
             est.kneighbors(X[d == domain][:2], sample_domain=d[d == domain][:2])
     assert len(builds) == 2  # one index per query domain (the other domain's rows)
-    monkeypatch.setattr(_base, "INDEX_CACHE_BYTES", 1)  # room for the index in use only
+    monkeypatch.setattr(_gallery, "INDEX_CACHE_BYTES", 1)  # room for the index in use only
     est.kneighbors(X[:2], sample_domain=d[:2], gallery_domain=domains)
-    assert len(est._gallery_indexes) == 1 and len(builds) == 3
+    assert len(est.gallery_.indexes()) == 1 and len(builds) == 3
 
 
 def test_appended_catalogue_is_added_to_the_built_indexes(two_domains, fitted, monkeypatch):
@@ -652,13 +654,13 @@ def test_appended_catalogue_is_added_to_the_built_indexes(two_domains, fitted, m
     first = np.arange(len(X)) % 3 != 0  # two thirds of each domain, then the rest
     grown = copy.deepcopy(fitted).set_params(index="HNSW8")
     grown.index_gallery(X[first], sample_domain=d[first])
-    grown.kneighbors(X, sample_domain=d)  # builds one index per query domain
-    built = dict(grown._gallery_indexes)
+    built = [entry[-1] for entry in grown.gallery_.indexes()]  # one per query domain
+    assert len(built) == 2
     monkeypatch.setattr(FaissCosineIndex, "fit", lambda *a, **k: pytest.fail("re-indexed"))
     grown.index_gallery(X[~first], sample_domain=d[~first], append=True)
     dist, idx = grown.kneighbors(X, sample_domain=d, n_neighbors=4)
     monkeypatch.undo()
-    assert grown._gallery_indexes == built  # the same index objects, grown
+    assert [entry[-1] for entry in grown.gallery_.indexes()] == built  # the same, grown
     order = np.concatenate([np.flatnonzero(first), np.flatnonzero(~first)])
     whole = copy.deepcopy(fitted).index_gallery(X[order], sample_domain=d[order])
     np.testing.assert_array_equal(grown.gallery_embedding_, whole.gallery_embedding_)

@@ -257,12 +257,13 @@ def run_evaluate(args):
 def _open_set(retriever, bundle, paths, domains, y, Z):
     """Detection accuracy of ``detect_private`` per ordered pair of the folder's domains:
     a query is private when its class has no image in the gallery domain."""
+    from skucdr._gallery import Gallery
     from skucdr.datasets import read_images
 
     rows = []
     names = list(dict.fromkeys(domains.tolist()))
     fitted_domains = _as_fitted_type(retriever, domains)
-    retriever._set_gallery(Z, fitted_domains)  # the folder's images are the gallery
+    retriever.gallery_ = Gallery(Z, fitted_domains)  # the folder's images are the gallery
     for query in names:
         q = np.flatnonzero(domains == query)
         X_q, _ = read_images(paths[q], bundle["image_size"])
