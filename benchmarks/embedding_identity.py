@@ -3,7 +3,8 @@
 Fits, on 300 rows of MNIST and MNIST-M, with one torch thread: UniversalCDRRetriever on
 images (6 epochs: both stages), on feature vectors (the MLP and per-domain
 standardisation), and TextPhaseRetriever (9 epochs: warm-up, prompts and stage 2); saves
-their embeddings and a ``kneighbors`` result. Run it on two commits and compare:
+their embeddings, a ``kneighbors`` result and the bytes of a saved model directory. Run
+it on two commits and compare:
 
     python benchmarks/embedding_identity.py before.npz      # on the old commit
     python benchmarks/embedding_identity.py after.npz       # on the new one
@@ -13,6 +14,7 @@ their embeddings and a ``kneighbors`` result. Run it on two commits and compare:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import numpy as np
@@ -37,7 +39,28 @@ def embeddings():
             out[f"{name}_{domain}"] = Z
     out["tps_knn"] = model.kneighbors(images["mnist"][:20], sample_domain=["mnist"] * 20,
                                       return_distance=False)
+    out["tps_saved"] = _saved_bytes(model)
     return out
+
+
+def _saved_bytes(model):
+    """The bytes of ``model``'s model directory (config.json, weights.pt), as uint8."""
+    import tempfile
+    from pathlib import Path
+
+    from skucdr.persistence import save_retriever
+
+    def timeless(value):  # epoch durations change from run to run
+        if isinstance(value, dict):
+            return {k: timeless(v) for k, v in value.items() if k != "dur"}
+        return [timeless(v) for v in value] if isinstance(value, list) else value
+
+    with tempfile.TemporaryDirectory() as directory:
+        save_retriever(model, directory)
+        config = json.loads((Path(directory) / "config.json").read_text())
+        parts = [json.dumps(timeless(config)).encode(),
+                 (Path(directory) / "weights.pt").read_bytes()]
+    return np.frombuffer(b"".join(parts), dtype=np.uint8)
 
 
 def main(argv=None):

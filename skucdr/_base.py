@@ -1,32 +1,43 @@
 """Machinery shared by every torch retriever: fit/transform/kneighbors/score plumbing.
 
-A concrete retriever implements three abstract hooks:
+A concrete retriever implements these hooks:
 
-* ``_fit_network(data, codes, generator)`` trains and returns the fitted skorch net
-  (``net_``); ``data`` is the validated :class:`~skucdr._domains.DomainInput`;
+* ``_fit_network(data, codes, generator, checkpoint)`` trains the method's network on
+  the validated :class:`~skucdr._domains.DomainInput` and returns a :class:`NetworkFit`
+  (the skorch net, and what else the fit found: the fitted rows' embeddings when it
+  computed them, fitted attributes of its own); it trains with :meth:`BaseRetriever._train`,
+  handing on ``checkpoint``;
 * ``_embed_batch(x, codes)`` maps a batch tensor (already on the device, images
   reshaped to ``(n, C, H, W)``) and its domain codes to L2-normalised embeddings;
 * ``_domain_norm_parts(module)`` names the submodules whose batch-norm layers keep
   per-domain statistics with ``domain_norm=True`` (the domain codes of every batch
-  reach them through :func:`~skucdr.nn.domain_norm.domain_codes`).
+  reach them through :func:`~skucdr.nn.domain_norm.domain_codes`);
+* ``_rebuild_module(architecture)`` builds the fitted module's architecture with
+  untrained weights, for :func:`skucdr.persistence.load_retriever`, from the plain
+  values ``_architecture()`` returns (none by default).
 
-A retriever may also override ``_standardizes_inputs(image_shape)`` to standardise every
-input feature per domain before training and inference (fitted ``input_mean_`` and
-``input_scale_``).
+A retriever may also override ``_standardizes_inputs(image_shape)`` (standardise every
+input feature per domain: fitted ``input_mean_`` and ``input_scale_``),
+``_freezes_encoder()`` (train a head on a frozen backbone's features),
+``_open_set_options()`` (appendix B.1's clustering options) and ``_auto_epochs`` (the
+epochs of ``max_epochs="auto"``). A retriever whose fit sets attributes of its own
+declares them in ``_fitted_state``, which persistence, pickling and the atomic swap of
+a fit's state loop over.
 
-Everything else — validation, the domain model, seeding, batched inference, the faiss
-gallery, open-set detection, scoring, metadata requests and persistence — lives here.
+Everything else — validation, the domain model, seeding, batched inference, scoring,
+metadata requests — lives here; the gallery in :mod:`skucdr._gallery`, open-set
+detection in :mod:`skucdr.open_set`, devices and GPU-safe pickling in
+:mod:`skucdr.nn.devices`.
 """
 
 from __future__ import annotations
 
-import io
 import numbers
 import os
-import pickle
 import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,6 +54,7 @@ from ._gallery import Gallery, check_index_setting
 from ._lazy import LazyImages, LazyImageTensor
 from ._sklearn_compat import Interval, StrOptions, _fit_context, check_tabular_output
 from ._validation import check_same_kind
+from .nn.devices import move_net, net_on_cpu, resolve_device
 from .nn.domain_norm import convert_domain_batchnorm, domain_codes
 from .nn.encoders import (
     ENCODER_NAMES,
@@ -50,7 +62,7 @@ from .nn.encoders import (
     build_encoder,
     encode_frozen,
 )
-from .nn.training import device_available, resolve_device, train_objective
+from .nn.training import train_objective
 from .open_set import DetectionCache
 
 __all__ = ["BaseRetriever"]
@@ -81,6 +93,25 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     __metadata_request__score = {"sample_domain": True}
 
     _requires_images = False
+
+    #: Every attribute a fit sets, and its kind (see :func:`fitted_state_of`). The
+    #: atomic swap of a fit, pickling and :mod:`skucdr.persistence` loop over it; a
+    #: retriever whose fit sets more extends it.
+    _fitted_state = {
+        "domains_": "labels",
+        "train_domain_": "labels",
+        "train_embedding_": "array",
+        "gallery_": "gallery",
+        "feature_names_in_": "labels",
+        "input_mean_": "array",
+        "input_scale_": "array",
+        "n_features_in_": "value",
+        "image_shape_": "value",
+        "device_": "value",
+        "_n_features_out": "value",
+        "history_": "history",
+        "net_": "net",
+    }
 
     _shared_parameter_constraints: dict = {
         "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -128,8 +159,11 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             return
         low, high = float(X.min()), float(X.max())
         if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
+            # scikit-learn's wording for input a positive_only estimator refuses
+            negative = f"Negative values in data passed to {type(self).__name__}: " \
+                if low < -_PIXEL_TOLERANCE else ""
             raise ValueError(
-                f"{type(self).__name__} with augment='auto' expects images with values in "
+                f"{negative}{type(self).__name__} with augment='auto' expects images with values in "
                 f"[0, 1] (its colour jitter, grey-scale and inversion clip to that range); X "
                 f"holds values in [{low:.4g}, {high:.4g}]. Divide 8-bit images by 255, or "
                 "pass augment=None or your own callable for other ranges."
@@ -167,10 +201,11 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         params = self.get_params(deep=False)
         trainee = type(self)(**params)
         data = trainee._fit_state(X, sample_domain)
-        # the former fit's state goes (attributes scikit-learn itself set stay)
-        for name in [k for k in vars(self) if k not in params and _is_fitted_state(k)]:
-            del self.__dict__[name]
-        self.__dict__.update({k: v for k, v in vars(trainee).items() if k not in params})
+        # the former fit's state and caches go, the new fit's state comes in
+        for name in (*self._fitted_state, *_CACHES):
+            self.__dict__.pop(name, None)
+        self.__dict__.update({k: v for k, v in vars(trainee).items()
+                              if k in self._fitted_state})
         return data
 
     def _check_index(self):
@@ -190,18 +225,19 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.device_ = resolve_device(self.device)
         codes = self._domain_codes(data.sample_domain)
         self._fit_input_standardization(data, codes)
-        self._checkpoint = self._checkpoint_file(data, codes)
+        checkpoint = self._checkpoint_file(data, codes)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         devices = [torch.cuda.current_device()] if self.device_.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
-            self.net_ = self._fit_network(data, codes, generator)
-        del self._checkpoint
+            fitted = self._fit_network(data, codes, generator, checkpoint)
+        self.net_ = fitted.net
+        self.__dict__.update(fitted.attributes)
         self.history_ = self.net_.history
         self._n_features_out = self.n_components
-        cached = self.__dict__.pop("_train_embedding_from_cache", None)  # frozen backbone
-        self.train_embedding_ = cached if cached is not None else self._embed(data.X, codes)
+        self.train_embedding_ = (fitted.train_embedding if fitted.train_embedding is not None
+                                 else self._embed(data.X, codes))
         self.train_domain_ = data.sample_domain
         self.gallery_ = Gallery(self.train_embedding_, data.sample_domain)
         return data
@@ -317,8 +353,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         :func:`skucdr.persistence.load_retriever`)."""
 
     @abstractmethod
-    def _fit_network(self, data, codes, generator):
-        """Train the method's network on the validated ``data``; return the skorch net."""
+    def _fit_network(self, data, codes, generator, checkpoint):
+        """Train the method's network on the validated ``data`` (with ``checkpoint``,
+        see :meth:`_train`); return a :class:`NetworkFit`."""
 
     @abstractmethod
     def _domain_norm_parts(self, module):
@@ -340,7 +377,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ``max_epochs="auto"``; an int ``max_epochs`` counts plain passes over the data."""
         return AUTO_MIN_STEPS_PER_EPOCH if self.max_epochs == "auto" else 0
 
-    def _train(self, module, objective, n_samples):
+    def _train(self, module, objective, n_samples, checkpoint):
         """Train ``module`` on ``objective`` with the estimator's schedule, then drop the
         objective's per-row state; returns the net.
 
@@ -357,7 +394,7 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             device=self.device_,
             verbose=self.verbose,
             weight_decay=WEIGHT_DECAY,
-            checkpoint=self._checkpoint,
+            checkpoint=checkpoint,
         )
         objective.release()
         return net
@@ -661,6 +698,9 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         tags.target_tags.required = False
         tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
         tags.input_tags.two_d_array = True
+        # images with the built-in augmentation must hold pixels in [0, 1]
+        tags.input_tags.positive_only = isinstance(self.augment, str) and (
+            self.image_shape is not None or self._requires_images)
         # GPU kernels are not run-to-run reproducible; "auto" picks the GPU when there is one
         device = str(self.device)
         tags.non_deterministic = device != "cpu" and (device != "auto"
@@ -668,75 +708,54 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return tags
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        # the faiss indexes travel in faiss's own format (FaissCosineIndex pickles so);
-        # the open-set clusters are rebuilt when needed
-        state.pop("_detection", None)
-        if state.get("device_", "cpu") != "cpu" and "net_" in state:
+        # the parameters and the declared fitted state; caches (the open-set clusters)
+        # are rebuilt when needed; the gallery's faiss indexes travel in faiss's format
+        state = {k: v for k, v in self.__dict__.items() if k not in _CACHES}
+        if state.get("device_", "cpu") != "cpu":
             # Plain pickling stores GPU tensors that only a machine with that GPU can
             # unpickle. A copy of the net with every tensor on the CPU is stored instead;
             # __setstate__ moves it back to the GPU when that GPU is there.
-            net = state["net_"] = _net_on_cpu(state["net_"])
-            if "history_" in state:
-                state["history_"] = net.history
+            for name, kind in self._fitted_state.items():
+                if kind == "net" and name in state:
+                    net = state[name] = net_on_cpu(state[name])
+                    state.update({h: net.history for h, k in self._fitted_state.items()
+                                  if k == "history" and h in state})
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        if self.__dict__.get("device_", "cpu") != "cpu" and "net_" in self.__dict__:
-            self.device_ = _move_net(self.net_, self.device_)
+        if self.__dict__.get("device_", "cpu") != "cpu":
+            for name, kind in self._fitted_state.items():
+                if kind == "net" and name in self.__dict__:
+                    self.device_ = move_net(self.__dict__[name], self.device_)
 
 
-# private attributes a fit sets besides the public ``*_`` ones
-_PRIVATE_FITTED_STATE = ("_detection", "_n_features_out")
+# what a fitted retriever keeps that is no fitted state: rebuilt when needed
+_CACHES = ("_detection",)
 
 
-def _is_fitted_state(name):
-    """Whether attribute ``name`` is state a fit sets (``domains_``, ``net_``, caches)."""
-    return (name.endswith("_") and not name.startswith("__")) or name in _PRIVATE_FITTED_STATE
+@dataclass
+class NetworkFit:
+    """What a retriever's ``_fit_network`` hands back to :class:`BaseRetriever`.
+
+    Attributes
+    ----------
+    net : skorch.NeuralNet
+        The fitted net (``net_``).
+    train_embedding : ndarray of shape (n_samples, n_components) or None
+        The fitted rows' embeddings when the fit computed them (a frozen backbone's
+        cached features through the trained head); None: they are embedded after.
+    attributes : dict
+        Fitted attributes of the method's own (declared in its ``_fitted_state``).
+    """
+
+    net: object
+    train_embedding: np.ndarray | None = None
+    attributes: dict = field(default_factory=dict)
 
 
-class _CPUPickler(pickle.Pickler):
-    """A pickler that stores every tensor as a CPU tensor (parameters stay parameters;
-    shared tensors stay shared, through pickle's memo)."""
-
-    def reducer_override(self, obj):
-        if isinstance(obj, torch.Tensor) and obj.device.type != "cpu":
-            data = obj.detach().cpu()
-            if isinstance(obj, torch.nn.Parameter):
-                return torch.nn.Parameter, (data, obj.requires_grad)
-            return _cpu_tensor, (data, obj.requires_grad)
-        return NotImplemented
-
-
-def _cpu_tensor(data, requires_grad):
-    return data.requires_grad_(requires_grad) if requires_grad else data
-
-
-def _net_on_cpu(net):
-    """A copy of ``net`` whose tensors are all on the CPU (module, optimizer, callbacks)."""
-    buffer = io.BytesIO()
-    _CPUPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(net)
-    copy = pickle.loads(buffer.getvalue())
-    copy.device = "cpu"
-    return copy
-
-
-def _move_net(net, device):
-    """Move an unpickled CPU ``net`` to ``device``, or leave it on the CPU with a warning
-    when that device is missing here; returns the device it is on."""
-    if not device_available(device):
-        warnings.warn(
-            f"This retriever was fitted on device {device!r}, which is not available "
-            "here; it is loaded on the CPU (transform and kneighbors run there).",
-            UserWarning,
-            stacklevel=3,
-        )
-        return "cpu"
-    net.module_.to(device)
-    for per_parameter in net.optimizer_.state.values():
-        for key, value in per_parameter.items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                per_parameter[key] = value.to(device)
-    net.device = device
-    return device
+def fitted_state_of(retriever):
+    """``{attribute: kind}`` of everything a fit of ``retriever`` sets: ``"labels"``,
+    ``"value"`` and ``"history"`` (plain values), ``"array"`` (float arrays), ``"net"``
+    and ``"gallery"``. Persistence stores each kind in its place."""
+    return dict(type(retriever)._fitted_state)

@@ -171,9 +171,10 @@ class FaissCosineIndex(BaseEstimator):
 
     Notes
     -----
-    The index stores one normalised float32 copy of the gallery (``embeddings_``) and
-    faiss stores its own encoding of it (a full copy for ``"Flat"`` and ``"HNSW"``,
-    compressed codes for ``"PQ"``). Zero vectors are kept as zeros (similarity 0 to
+    The index stores one normalised float32 copy of the gallery (``embeddings_``). An
+    exact (``"Flat"``) index is that copy alone, searched by :func:`faiss.knn`; an
+    approximate index adds faiss's own encoding of the rows (a full copy for ``"HNSW"``
+    and ``"IVF...,Flat"``, compressed codes for ``"PQ"``). Zero vectors are kept as zeros (similarity 0 to
     everything). When an approximate index finds fewer than ``n_neighbors`` rows for a
     query (e.g. IVF with a small ``nprobe``), that query is answered exactly and a
     warning suggests a larger ``nprobe``; indices are therefore always valid row numbers.
@@ -223,11 +224,15 @@ class FaissCosineIndex(BaseEstimator):
             The fitted index.
         """
         X = _l2_normalize(_check_rows(embeddings, "embeddings", min_samples=1))
-        with _faiss_threads(self.n_jobs):
-            index = self._build_index(X)  # raises before any fitted attribute is set
+        if self._index_string(len(X)) == "Flat":  # exact: the rows are the index
+            self.check(X.shape[1])
+            index = None
+        else:
+            with _faiss_threads(self.n_jobs):
+                index = self._build_index(X)  # raises before any fitted attribute is set
         self.embeddings_ = X
         self.n_samples_fit_, self.n_features_in_ = X.shape
-        self.index_string_ = self._built_string(index)
+        self.index_string_ = "Flat" if index is None else self._built_string(index)
         self._index = index
         return self
 
@@ -251,16 +256,31 @@ class FaissCosineIndex(BaseEstimator):
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"embeddings have {X.shape[1]} features, but the index was "
                              f"fitted with {self.n_features_in_} features.")
-        with _faiss_threads(self.n_jobs):
-            self.index_.add(X)
+        if not self._exact:
+            with _faiss_threads(self.n_jobs):
+                self.index_.add(X)
         self.embeddings_ = np.concatenate([self.embeddings_, X])
         self.n_samples_fit_ = len(self.embeddings_)
         return self
 
     @property
+    def _exact(self):
+        """Whether the fitted index is exact brute force over ``embeddings_`` (no faiss
+        structure: :func:`faiss.knn` searches the rows themselves)."""
+        return self.index_string_ == "Flat"
+
+    @property
     def index_(self):
-        """The faiss index, rebuilt from ``embeddings_`` if it was dropped by a pickle."""
+        """The faiss index, rebuilt from ``embeddings_`` if it was dropped by a pickle.
+
+        For an exact (``"Flat"``) index, searches run :func:`faiss.knn` on
+        ``embeddings_`` and no faiss copy of the rows is kept: ``index_`` then builds an
+        ``IndexFlatIP`` holding a copy, on every access."""
         check_is_fitted(self, "embeddings_")
+        if self._exact:
+            flat = faiss.IndexFlatIP(self.n_features_in_)
+            flat.add(self.embeddings_)
+            return flat
         if getattr(self, "_index", None) is None:
             with _faiss_threads(self.n_jobs):
                 self._index = self._build_index(self.embeddings_)
@@ -378,13 +398,17 @@ class FaissCosineIndex(BaseEstimator):
         n_q = Q.shape[0]
         distances = np.empty((n_q, k), dtype=np.float32)
         indices = np.empty((n_q, k), dtype=np.int64)
-        index = self.index_
-        self._apply_search_knobs(index)  # honours set_params after fit
+        index = None if self._exact else self.index_
+        if index is not None:
+            self._apply_search_knobs(index)  # honours set_params after fit
         with _faiss_threads(self.n_jobs):
             for start in range(0, n_q, self.batch_size):
                 stop = min(start + self.batch_size, n_q)
                 batch = _l2_normalize(Q[start:stop])
-                sim, ind = index.search(batch, k)
+                if index is None:
+                    sim, ind = self._exact_search(batch, k)
+                else:
+                    sim, ind = index.search(batch, k)
                 missing = (ind < 0).any(axis=1)
                 if missing.any():
                     sim[missing], ind[missing] = self._exact_search(batch[missing], k)
@@ -400,9 +424,8 @@ class FaissCosineIndex(BaseEstimator):
         return distances, indices
 
     def _exact_search(self, batch, k):
-        flat = faiss.IndexFlatIP(self.n_features_in_)
-        flat.add(self.embeddings_)
-        return flat.search(batch, k)
+        """Brute force over ``embeddings_`` (no copy of the rows)."""
+        return faiss.knn(batch, self.embeddings_, k, metric=faiss.METRIC_INNER_PRODUCT)
 
     def _check_n_neighbors(self, n_neighbors):
         if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, Integral):
@@ -448,10 +471,12 @@ class FaissCosineIndex(BaseEstimator):
         if index.ntotal != len(embeddings) or index.d != embeddings.shape[1]:
             raise ValueError(f"{path} holds {index.ntotal} rows of dimension {index.d}, but "
                              f"{embeddings.shape} embeddings were given.")
-        self.embeddings_ = embeddings
+        exact = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+        # an exact index is its rows: normalised again, they are the rows it held
+        self.embeddings_ = _l2_normalize(embeddings) if exact else embeddings
         self.n_samples_fit_, self.n_features_in_ = embeddings.shape
-        self.index_string_ = self._built_string(index)
-        self._index = index
+        self.index_string_ = "Flat" if exact else self._built_string(index)
+        self._index = None if exact else index
         return self
 
     def __getstate__(self):

@@ -30,7 +30,7 @@ from .cluster import (
     spherical_kmeans,
 )
 
-__all__ = ["DetectionCache", "detect_private_queries", "fit_open_set_structure", "judge_queries"]
+__all__ = ["detect_private_queries", "fit_open_set_structure", "judge_queries"]
 
 # Elements of one (rows x gallery) block of product distances; a few float64 temporaries
 # of this size live at once (~16 MiB each).

@@ -37,10 +37,6 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 
-# fitted attributes kept as arrays in the weights file, and as plain JSON values
-_ARRAYS = ("train_embedding_", "gallery_embedding_", "input_mean_", "input_scale_")
-_LABELS = ("domains_", "train_domain_", "gallery_domain_", "feature_names_in_")
-_VALUES = ("n_features_in_", "image_shape_", "device_", "n_classes_", "_n_features_out")
 
 
 def _retriever_classes():
@@ -120,16 +116,28 @@ def save_retriever(retriever, path):
     import torch
     from sklearn.utils.validation import check_is_fitted
 
+    from ._base import fitted_state_of
+
     classes = _retriever_classes()
     if type(retriever).__name__ not in classes or not isinstance(
             retriever, classes[type(retriever).__name__]):
         raise TypeError(f"save_retriever takes a skucdr retriever, got {type(retriever).__name__}.")
     check_is_fitted(retriever)
     params = {k: _param_to_json(k, v) for k, v in retriever.get_params(deep=False).items()}
-    fitted = {name: getattr(retriever, name) for name in _VALUES if hasattr(retriever, name)}
-    fitted["image_shape_"] = _param_to_json("image_shape_", fitted.get("image_shape_"))
-    labels = {name: _labels_to_json(name, getattr(retriever, name))
-              for name in _LABELS if hasattr(retriever, name)}
+    fitted, labels, arrays = {}, {}, {}
+    for name, kind in fitted_state_of(retriever).items():
+        if not hasattr(retriever, name):  # e.g. input_mean_ of a fit without it
+            continue
+        value = getattr(retriever, name)
+        if kind == "value":
+            fitted[name] = _param_to_json(name, value) if name == "image_shape_" else value
+        elif kind == "labels":
+            labels[name] = _labels_to_json(name, value)
+        elif kind == "array":
+            arrays[name] = value
+        elif kind == "gallery":
+            labels["gallery_domain_"] = _labels_to_json("gallery_domain_", value.domain)
+            arrays["gallery_embedding_"] = value.embedding
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -144,8 +152,8 @@ def save_retriever(retriever, path):
     module = retriever.net_.module_
     weights = {
         "module": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-        "arrays": {name: torch.from_numpy(np.ascontiguousarray(getattr(retriever, name)))
-                   for name in _ARRAYS if hasattr(retriever, name)},
+        "arrays": {name: torch.from_numpy(np.ascontiguousarray(array))
+                   for name, array in arrays.items()},
     }
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -181,12 +189,12 @@ def load_retriever(path, *, device=None, mmap_indexes=False):
     ValueError
         When the directory holds no skucdr retriever, or one of another format version.
     """
-    import torch
     from skorch.history import History
 
     from ._gallery import Gallery
     from .nn.checkpoint import load_module_state
-    from .nn.training import MultiDomainNet, device_available, resolve_device
+    from .nn.devices import device_available, resolve_device
+    from .nn.training import MultiDomainNet
 
     path = Path(path)
     config_file = path / CONFIG_FILE
@@ -206,13 +214,13 @@ def load_retriever(path, *, device=None, mmap_indexes=False):
     if config.get("skucdr_version") != _version():
         warnings.warn(f"{path} was saved by skucdr {config.get('skucdr_version')}, and this is "
                       f"skucdr {_version()}.", UserWarning, stacklevel=2)
-    retriever = classes[config["class"]](
-        **{k: _param_from_json(v) for k, v in config["params"].items()})
+    retriever = _retriever_from_params(classes[config["class"]], config.get("params"),
+                                       config_file)
     for name, value in config["fitted"].items():
         setattr(retriever, name, _param_from_json(value) if name == "image_shape_" else value)
     labels = {name: np.asarray(saved["values"], dtype=np.dtype(saved["dtype"]))
               for name, saved in config["labels"].items()}
-    weights = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    weights = _read_weights(path / WEIGHTS_FILE)
     arrays = {name: tensor.numpy() for name, tensor in weights["arrays"].items()}
     gallery = Gallery(arrays.pop("gallery_embedding_"), labels.pop("gallery_domain_"))
     for name, value in {**labels, **arrays}.items():
@@ -238,6 +246,44 @@ def load_retriever(path, *, device=None, mmap_indexes=False):
     retriever.gallery_ = gallery.read_indexes(path, config.get("indexes", []),
                                               mmap=mmap_indexes)
     return retriever
+
+
+def _retriever_from_params(cls, params, config_file):
+    """The estimator of the saved parameters, validated as ``fit`` validates them."""
+    if not isinstance(params, dict):
+        raise ValueError(f"{config_file} holds no parameters of {cls.__name__}.")
+    try:
+        retriever = cls(**{k: _param_from_json(v) for k, v in params.items()})
+        retriever._validate_params()  # scikit-learn's check of _parameter_constraints
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{config_file} holds parameters {cls.__name__} does not take: "
+                         f"{str(exc).splitlines()[0]}") from None
+    return retriever
+
+
+def _read_weights(weights_file):
+    """The tensors of ``weights.pt``, read with ``weights_only=True``; a one-line
+    ``ValueError`` naming the file when it is not a weights file of this format."""
+    import pickle
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the error says it
+            warnings.simplefilter("ignore")
+            weights = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{weights_file} is not a skucdr weights file: it holds objects "
+                         "other than tensors and plain containers (loading them would run "
+                         "code); nothing was run.") from None
+    except (RuntimeError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{weights_file} is not a skucdr weights file: {reason}") from None
+    if not isinstance(weights, dict) or not {"module", "arrays"} <= set(weights):
+        raise ValueError(f"{weights_file} is not a skucdr weights file: it holds no "
+                         "'module' and 'arrays' entries.")
+    return weights
 
 
 def _version():

@@ -173,6 +173,55 @@ def test_errors_are_one_line_with_a_non_zero_status(tmp_path):
         assert _run(command, "--help").returncode == 0
 
 
+def test_two_appends_at_once_both_land(tmp_path):
+    """Writers to one model take its lock: neither append is lost."""
+    pytest.importorskip("PIL")
+    unlabeled = _write_folders(tmp_path / "unlabeled", labelled=False, n_per_class=2)
+    model = tmp_path / "model"
+    assert _run("fit", unlabeled, "--out", model, *FIT).returncode == 0
+    command = [sys.executable, "-m", "skucdr.cli", "index", str(model), str(unlabeled),
+               "--domains", "sketches", "--append", "--quiet"]
+    writers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    for writer in writers:
+        _, err = writer.communicate(timeout=300)
+        assert writer.returncode == 0, err
+    gallery = json.loads((model / "cli.json").read_text())["gallery_paths"]
+    assert len(gallery) == 12 + 6 + 6  # the fitted images, then both appends
+    from skucdr.persistence import load_retriever
+
+    assert len(load_retriever(model).gallery_domain_) == len(gallery)
+
+
+def test_tampered_model_files_fail_in_one_line(tmp_path):
+    import pickle
+
+    pytest.importorskip("PIL")
+    unlabeled = _write_folders(tmp_path / "unlabeled", labelled=False, n_per_class=2)
+    model = tmp_path / "model"
+    assert _run("fit", unlabeled, "--out", model, *FIT).returncode == 0
+    query = next(unlabeled.rglob("*.png"))
+    unseen = _run("query", model, query, "--query-domain", "paintings")  # warns
+    assert unseen.returncode == 0, unseen.stderr
+    warned = [ln for ln in unseen.stderr.splitlines() if "not seen in fit" in ln]
+    assert len(warned) == 1 and warned[0].startswith("warning: sample_domain holds")
+    assert "UserWarning" not in unseen.stderr
+    config = json.loads((model / "config.json").read_text())
+    config["params"]["batch_size"] = "sixty-four"  # a str where an int belongs
+    (model / "config.json").write_text(json.dumps(config))
+    edited = _run("query", model, query)
+    assert edited.returncode == 2 and "batch_size" in edited.stderr
+    assert len(edited.stderr.strip().splitlines()) == 1
+    config["params"]["batch_size"] = 64
+    (model / "config.json").write_text(json.dumps(config))
+    assert _run("query", model, query).returncode == 0
+    (model / "weights.pt").write_bytes(pickle.dumps({"module": print}))  # not weights
+    pickled = _run("query", model, query)
+    assert pickled.returncode == 2, pickled.stderr
+    assert "weights.pt is not a skucdr weights file" in pickled.stderr
+    assert len(pickled.stderr.strip().splitlines()) == 1
+
+
 def test_the_demo_figure_shows_one_query_per_class():
     from skucdr.cli.demo import one_query_per_class
 

@@ -154,9 +154,13 @@ def test_pickle_round_trip_is_identical(tmp_path, dump, spec, knobs):
     else:
         joblib.dump(index, tmp_path / "index.joblib")
         loaded = joblib.load(tmp_path / "index.joblib")
-    # the faiss index travels in faiss's own serialization: loaded as it was, no rebuild
-    assert loaded._index is not None and loaded._index is not index._index
-    assert index._index is not None  # pickling did not drop it from the original
+    # the faiss index travels in faiss's own serialization: loaded as it was, no rebuild;
+    # an exact index is its rows alone (faiss holds no copy of them)
+    if spec == "Flat":
+        assert index._index is None and loaded._index is None
+    else:
+        assert loaded._index is not None and loaded._index is not index._index
+        assert index._index is not None  # pickling did not drop it from the original
     np.testing.assert_array_equal(loaded.embeddings_, index.embeddings_)
     rebuilds = []
     loaded._build_index = lambda X: rebuilds.append(X)
@@ -164,6 +168,20 @@ def test_pickle_round_trip_is_identical(tmp_path, dump, spec, knobs):
     assert not rebuilds
     np.testing.assert_array_equal(result[1], expected[1])
     np.testing.assert_array_equal(result[0], expected[0])
+
+
+def test_an_exact_index_keeps_one_copy_of_the_rows():
+    X = _clustered(n_samples=300)
+    index = FaissCosineIndex("Flat").fit(X[:200])
+    assert index._index is None  # searched with faiss.knn: no faiss copy of the rows
+    index.add(X[200:])
+    flat = faiss.IndexFlatIP(X.shape[1])  # the same answers as faiss's exact index
+    flat.add(index.embeddings_)
+    want = flat.search(np.ascontiguousarray(index.embeddings_[:20]), 5)
+    got = index.search(X[:20], 5)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], 1 - want[0], atol=1e-6)
+    assert index.index_.ntotal == 300  # built on request, for users who want it
 
 
 def test_n_jobs_does_not_change_global_thread_count(data):

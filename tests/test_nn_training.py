@@ -104,7 +104,7 @@ def test_balanced_batches_epoch_length(batch_size):
     ("cuda", 0, "not available"), ("cuda:2", 1, "only 1 CUDA"), ("gpu", 1, "not a torch device"),
 ])
 def test_resolve_device(monkeypatch, device, gpus, expected):
-    from skucdr.nn.training import resolve_device
+    from skucdr.nn.devices import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)

@@ -1,4 +1,5 @@
-"""The package's shape: lazy top-level names and submodules, and no import circle."""
+"""The package's shape: lazy top-level names and submodules, no import circle, and
+imports that point one way (shared layers never import methods or estimators)."""
 
 import ast
 import subprocess
@@ -79,6 +80,34 @@ def test_the_circle_check_finds_a_circle(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "_graph", lambda: graph)
     with pytest.raises(pytest.fail.Exception, match="import circle"):
         test_no_import_circle()
+
+
+# the layers every method builds on, and what sits above them
+SHARED_LAYERS = ("skucdr._validation", "skucdr._domains", "skucdr._gallery", "skucdr.nn",
+                 "skucdr.neighbors", "skucdr.metrics", "skucdr.cluster", "skucdr.open_set")
+UPPER_LAYERS = ("skucdr.uem", "skucdr.tpsnet", "skucdr._base", "skucdr.persistence",
+                "skucdr.cli")
+
+
+def _within(name, prefixes):
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_shared_layers_never_import_methods_or_estimators():
+    graph = _graph()
+    upward = sorted(f"{a} -> {b}" for a, targets in graph.items() if _within(a, SHARED_LAYERS)
+                    for b in targets if _within(b, UPPER_LAYERS))
+    if upward:
+        pytest.fail("imports point up: " + "; ".join(upward))
+    assert any(_within(a, SHARED_LAYERS) for a in graph)  # the walk saw the layers
+
+
+def test_the_direction_check_finds_an_arrow_pointing_up(monkeypatch):
+    """The check above can fail: a shared layer importing a method package is reported."""
+    graph = {"skucdr.nn.encoders": {"skucdr.tpsnet.text"}, "skucdr.tpsnet.text": set()}
+    monkeypatch.setattr(sys.modules[__name__], "_graph", lambda: graph)
+    with pytest.raises(pytest.fail.Exception, match="skucdr.nn.encoders -> skucdr.tpsnet.text"):
+        test_shared_layers_never_import_methods_or_estimators()
 
 
 def test_submodules_are_reachable_and_import_skucdr_stays_light():

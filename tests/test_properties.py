@@ -54,9 +54,11 @@ _LABEL_FAULTS = ["short", "None entry", "NaN entry", "mixed", "unseen", "bool",
 
 
 @st.composite
-def rows(draw, n_rows=None, n_features=None, image=False):
-    """A valid 2-D (or image) array, half the time with one fault (``_X_FAULTS``)."""
-    n = n_rows if n_rows is not None else draw(st.integers(4, 16) | st.integers(0, 3))
+def rows(draw, n_rows=None, n_features=None, image=False, faults=True):
+    """A valid 2-D (or image) array, half the time with one fault (``_X_FAULTS``);
+    always valid, and of at least 4 rows, with ``faults=False``."""
+    n = n_rows if n_rows is not None else draw(
+        st.integers(4, 16) | st.integers(0, 3) if faults else st.integers(4, 16))
     if image:
         side = draw(st.sampled_from([4, 8]))
         shape = (n, draw(st.sampled_from([1, 3])), side, side)
@@ -65,7 +67,7 @@ def rows(draw, n_rows=None, n_features=None, image=False):
     dtype = np.dtype(draw(st.sampled_from(["float32", "float32", "float64", "int64", "uint8",
                                            "bool"])))
     X = draw(hnp.arrays(dtype, shape, elements=_ELEMENTS[dtype.kind]))
-    fault = draw(st.sampled_from(_X_FAULTS)) if draw(st.booleans()) else None
+    fault = draw(st.sampled_from(_X_FAULTS)) if faults and draw(st.booleans()) else None
     if fault in ("nan", "inf", "huge") and X.size:
         X = X.astype(np.float64)
         X.flat[draw(st.integers(0, X.size - 1))] = {"nan": np.nan, "inf": -np.inf,
@@ -90,13 +92,14 @@ def rows(draw, n_rows=None, n_features=None, image=False):
 
 
 @st.composite
-def domain_labels(draw, n, names=("a", "b")):
-    """Labels of ``n`` rows from ``names`` (str or int), half the time with one fault."""
+def domain_labels(draw, n, names=("a", "b"), faults=True):
+    """Labels of ``n`` rows from ``names`` (str or int), half the time with one fault
+    (never with ``faults=False``)."""
     if draw(st.booleans()):
         names = tuple(range(len(names)))
     d = np.asarray([names[i % len(names)] for i in range(n)])
     d = d[draw(st.permutations(range(n)))] if n else d
-    fault = draw(st.sampled_from(_LABEL_FAULTS)) if draw(st.booleans()) else None
+    fault = draw(st.sampled_from(_LABEL_FAULTS)) if faults and draw(st.booleans()) else None
     if fault == "short":
         return d[:-1]
     if fault in ("None entry", "NaN entry", "mixed", "unseen", "bool") and n:
@@ -113,16 +116,19 @@ def domain_labels(draw, n, names=("a", "b")):
 
 
 @st.composite
-def data(draw, n_features=None, image=False, names=("a", "b")):
-    """``(X, sample_domain)``: rows and their domains, or a mapping of domains and None."""
+def data(draw, n_features=None, image=False, names=("a", "b"), faults=True):
+    """``(X, sample_domain)``: rows and their domains, or a mapping of domains and None;
+    with ``faults=False``, valid input only."""
     if draw(st.integers(0, 3)) == 0:  # a mapping
         width = n_features if n_features is not None else draw(st.integers(1, 8))
-        keys = draw(st.sampled_from([names, names, (0, 1), ("a", 0), (None, "b"), names[:1]]))
-        mapping = {k: draw(rows(n_features=width + draw(st.sampled_from([0, 0, 0, 1])),
-                                image=image)) for k in keys}
+        keys = draw(st.sampled_from([names, names, (0, 1), ("a", 0), (None, "b"), names[:1]]
+                                    if faults else [names, (0, 1)]))
+        widths = [0, 0, 0, 1] if faults else [0]
+        mapping = {k: draw(rows(n_features=width + draw(st.sampled_from(widths)),
+                                image=image, faults=faults)) for k in keys}
         return mapping, None
-    X = draw(rows(n_features=n_features, image=image))
-    return X, draw(domain_labels(len(X) if hasattr(X, "__len__") else 0, names))
+    X = draw(rows(n_features=n_features, image=image, faults=faults))
+    return X, draw(domain_labels(len(X) if hasattr(X, "__len__") else 0, names, faults))
 
 
 def _clean(call):
@@ -306,3 +312,53 @@ def test_cosine_kneighbors(draw, width, k, index):
     if out is not None:
         dist, idx = out[0]
         assert _finite(dist) and dist.shape == idx.shape
+
+
+# ------------------------------------------------------------------ clean draws succeed
+# The tests above accept a clean ValueError for any draw; these make sure that valid
+# input is never among the rejected: every clean draw gives a result.
+
+
+@SLOW
+@given(data(faults=False))
+def test_clean_draws_fit_and_transform(given_data):
+    X, d = given_data
+    model = UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
+    assert _embeddings_ok(model.transform(X, sample_domain=d), _n(X))
+
+
+@FAST
+@given(data(n_features=6, faults=False), st.integers(1, 4))
+def test_clean_draws_inference(fitted, given_data, n_neighbors):
+    X, d = given_data
+    assert _embeddings_ok(fitted.transform(X, sample_domain=d), _n(X))
+    dist, idx = fitted.kneighbors(X, sample_domain=d, n_neighbors=n_neighbors)
+    assert _finite(dist) and dist.shape == idx.shape == (_n(X), n_neighbors)
+
+
+@FAST
+@given(st.data(), st.integers(1, 8), st.integers(1, 4))
+def test_clean_draws_metrics_and_search(draw, width, k):
+    Q = draw.draw(rows(n_features=width, faults=False))
+    G = draw.draw(rows(n_features=width, faults=False))
+    yq = draw.draw(domain_labels(len(Q), names=(0, 1, 2), faults=False))
+    yg = draw.draw(domain_labels(len(G), names=(0, 1, 2), faults=False))
+    d = draw.draw(domain_labels(len(Q), faults=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an undefined mAP warns and is NaN, by design
+        mean_average_precision(Q, yq, G, yg)
+        precision_at_k(Q, yq, G, yg, k=k)
+        cross_domain_map(Q, yq, d)
+    dist, idx = cosine_kneighbors(Q, G, k)
+    assert _finite(dist) and dist.shape == idx.shape == (len(Q), k)
+
+
+@FAST
+@given(data(faults=False))
+def test_clean_draws_pack_unpack_and_split(given_data):
+    X, d = given_data
+    if isinstance(X, dict):
+        packed, packed_d = pack_domains(X)
+        assert len(packed) == len(packed_d) == _n(X)
+        return
+    assert sum(len(v) for v in unpack_domains(X, d).values()) == len(X)

@@ -6,13 +6,15 @@
 - ``skucdr query MODEL IMAGE...``: the nearest gallery files of query images;
 - ``skucdr evaluate MODEL ROOT``: mAP@All and P@k on labelled folders.
 
-Errors print one line and exit with status 2; Ctrl+C exits with 130.
+Errors print one line and exit with status 2; Ctrl+C exits with 130; warnings print
+as one line, ``warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 __all__ = ["main"]
 
@@ -34,6 +36,13 @@ def build_parser():
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings of a command print as ``warning: <message>``, without Python's source
+    location."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file if file is not None else sys.stderr)
+
+
 def main(argv=None):
     """Entry point of the ``skucdr`` console script; returns the exit status."""
     parser = build_parser()
@@ -41,6 +50,7 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
+    previous, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         args.run(args)
     except KeyboardInterrupt:
@@ -49,4 +59,6 @@ def main(argv=None):
     except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"skucdr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous
     return 0

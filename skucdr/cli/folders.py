@@ -9,7 +9,6 @@ hit maps back to a file.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -17,57 +16,7 @@ import numpy as np
 
 from .demo import make_retriever
 from .figures import save_hit_grid
-
-MODEL_FORMAT = "skucdr-model"
-MODEL_VERSION = 2
-CLI_FILE = "cli.json"
-
-
-# --------------------------------------------------------------------- the model file
-def save_model(path, retriever, *, image_size, gallery_paths):
-    """Write the model directory: the retriever, its image size and its gallery's files.
-
-    The directory is written beside ``path`` and renamed into place, so a crash never
-    leaves a half-written model behind."""
-    from skucdr.persistence import save_retriever
-
-    path = Path(path)
-    if path.exists() and not (path / CLI_FILE).is_file():
-        raise ValueError(f"{str(path)!r} exists and is not a skucdr model directory; "
-                         "choose another --out.")
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    save_retriever(retriever, partial)
-    (partial / CLI_FILE).write_text(json.dumps({
-        "format": MODEL_FORMAT, "version": MODEL_VERSION, "image_size": int(image_size),
-        "gallery_paths": [str(p) for p in gallery_paths]}))
-    former = path.with_name(path.name + ".former")
-    if path.exists():
-        path.rename(former)
-    partial.rename(path)
-    shutil.rmtree(former, ignore_errors=True)
-
-
-def load_model(path):
-    """The model's retriever, image size and gallery files, checked; a one-line
-    ``ValueError`` otherwise. Nothing in it is unpickled."""
-    from skucdr.persistence import load_retriever
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model {str(path)!r} does not exist.")
-    try:
-        bundle = json.loads((path / CLI_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{str(path)!r} is not a skucdr model directory (written by "
-                         f"`skucdr fit`): {exc}") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT \
-            or bundle.get("version") != MODEL_VERSION:
-        raise ValueError(f"{str(path)!r} is not a skucdr model directory of version "
-                         f"{MODEL_VERSION} (write one with `skucdr fit`).")
-    bundle["retriever"] = load_retriever(path)
-    bundle["gallery_paths"] = np.asarray(bundle["gallery_paths"], dtype=object)
-    return bundle
+from .model_dir import load_model, locked_model, save_model
 
 
 # -------------------------------------------------------------------------- helpers
@@ -161,16 +110,23 @@ def run_fit(args):
     start = time.perf_counter()
     retriever.fit(X, sample_domain=sample_domain)
     print(f"Fitted in {time.perf_counter() - start:.0f} s.")
-    save_model(args.out, retriever, image_size=image_size, gallery_paths=paths)
+    with locked_model(args.out):
+        save_model(args.out, retriever, image_size=image_size, gallery_paths=paths)
     print(f"Model: {args.out} (gallery: the {len(paths)} fitted images)")
 
 
 def run_index(args):
-    bundle = load_model(args.model)
-    retriever = bundle["retriever"]
+    load_model(args.model)  # a clear error before the catalogue is scanned
     folders = _folders(args.root, args.domains)
+    with locked_model(args.model):  # a second writer waits, then appends to our result
+        _index_locked(args, folders)
+
+
+def _index_locked(args, folders):
     from skucdr.datasets import ImageFileDataset
 
+    bundle = load_model(args.model)
+    retriever = bundle["retriever"]
     paths, sample_domain, _ = folders.flat()
     sample_domain = _as_fitted_type(retriever, sample_domain)
     verbose = retriever.verbose

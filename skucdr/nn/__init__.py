@@ -5,7 +5,10 @@
 - :mod:`skucdr.nn.domain_norm`: batch norm with statistics per domain;
 - :mod:`skucdr.nn.phase`: phase-only images on tensors;
 - :mod:`skucdr.nn.prototypes`: memory banks and cross-domain prototypes;
-- :mod:`skucdr.nn.training`: the skorch training engine and the objective interface.
+- :mod:`skucdr.nn.training`: the skorch training engine and the objective interface;
+- :mod:`skucdr.nn.checkpoint`: the training state saved after every epoch, and resuming;
+- :mod:`skucdr.nn.devices`: devices, and moving a fitted net between them;
+- :mod:`skucdr.nn.clip_loading`: ``open_clip`` models from local files.
 
 Each method's own network, objective and losses live in :mod:`skucdr.uem` and
 :mod:`skucdr.tpsnet`.

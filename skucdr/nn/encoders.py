@@ -354,7 +354,7 @@ class OpenCLIPVisual(nn.Module):
         -------
         OpenCLIPVisual
         """
-        from ..tpsnet.text import load_local_open_clip
+        from .clip_loading import load_local_open_clip
 
         model = load_local_open_clip(model_name, checkpoint_path)
         return cls(model)

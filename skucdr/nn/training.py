@@ -41,43 +41,7 @@ __all__ = [
     "EpochLosses",
     "ObjectiveEpochHook",
     "train_objective",
-    "resolve_device",
-    "device_available",
 ]
-
-
-def resolve_device(device):
-    """Turn ``"auto"`` into ``"cuda"`` when available, else ``"cpu"``; check the rest."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', 'auto')."
-        ) from exc
-    if str(device).startswith("cuda") and not device_available(device):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} was asked for, but CUDA is not available here.")
-        raise ValueError(
-            f"device={device!r} was asked for, but only {torch.cuda.device_count()} CUDA "
-            "device(s) are visible here."
-        )
-    return str(device)
-
-
-def device_available(device):
-    """Whether ``device`` (a valid torch device) can be used here: its backend is
-    available and its index, if any, is below the backend's device count."""
-    device = torch.device(device)
-    if device.type == "cpu":
-        return True
-    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu ...
-    is_available = getattr(backend, "is_available", None)
-    if callable(is_available) and not is_available():
-        return False
-    count = getattr(backend, "device_count", None)  # "cuda:1" on a one-GPU machine
-    return device.index is None or not callable(count) or device.index < count()
 
 
 class DomainBalancedBatches:

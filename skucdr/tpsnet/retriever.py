@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from .._base import BaseRetriever
+from .._base import BaseRetriever, NetworkFit
 from .._sklearn_compat import HasMethods, Interval, StrOptions
 from ..nn.augment import build_augment
 from ..nn.encoders import build_encoder
@@ -214,6 +214,12 @@ torch.nn.Module, default="auto"
 
     _requires_images = True
     _auto_epochs = 66
+    # the number of pseudo-classes its fit found, stored before _n_features_out (the
+    # order of a model file's entries)
+    _fitted_state = {**{k: v for k, v in BaseRetriever._fitted_state.items()
+                        if k not in ("_n_features_out", "history_", "net_")},
+                     "n_classes_": "value", "_n_features_out": "value",
+                     "history_": "history", "net_": "net"}
 
     _parameter_constraints: dict = {
         **BaseRetriever._shared_parameter_constraints,
@@ -330,7 +336,7 @@ torch.nn.Module, default="auto"
         prompt = min(self.prompt_epochs, stage1) if self.text_prior else 0
         return stage1 - prompt, stage1
 
-    def _fit_network(self, data, codes, generator):
+    def _fit_network(self, data, codes, generator, checkpoint):
         if isinstance(self.encoder, str) and self.encoder == "mlp":
             raise ValueError("TextPhaseRetriever needs an image encoder, not encoder='mlp'.")
         X, encoder, _ = self._training_inputs(data, codes)
@@ -350,9 +356,8 @@ torch.nn.Module, default="auto"
             seed=int(generator.initial_seed() % (2**31 - 1)),
             min_steps=self._min_steps_per_epoch(),
         )
-        net = self._train(module, objective, n_samples=len(codes))
-        self.n_classes_ = objective.n_classes  # kept by release()
-        return net
+        net = self._train(module, objective, n_samples=len(codes), checkpoint=checkpoint)
+        return NetworkFit(net, attributes={"n_classes_": objective.n_classes})
 
     def _domain_norm_parts(self, module):
         return [part for part in (module.encoder, module.phase_cnn) if part is not None]

@@ -18,13 +18,14 @@ A text encoder is anything that follows the :class:`TextTower` protocol. Two are
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+from ..nn.clip_loading import import_open_clip, load_local_open_clip
 
 __all__ = [
     "TextTower",
@@ -323,33 +324,6 @@ def _check_prompt_shapes(tower, prompt_embeddings, token_ids):
         )
 
 
-def _import_open_clip():
-    try:
-        import open_clip
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "OpenCLIPTextTower needs the optional dependency open_clip: "
-            "pip install 'skucdr[clip]' (or open_clip_torch)."
-        ) from exc
-    return open_clip
-
-
-def load_local_open_clip(model_name, checkpoint_path, *, device="cpu"):
-    """An ``open_clip`` model with the weights of a LOCAL checkpoint (never downloaded);
-    a ``FileNotFoundError`` when the file is not there."""
-    open_clip = _import_open_clip()
-    checkpoint_path = os.fspath(checkpoint_path)
-    if not os.path.isfile(checkpoint_path):
-        raise FileNotFoundError(
-            f"No checkpoint file at {checkpoint_path!r}; from_pretrained only loads "
-            "local weights."
-        )
-    model, _, _ = open_clip.create_model_and_transforms(
-        model_name, pretrained=checkpoint_path, device=device
-    )
-    return model
-
-
 class OpenCLIPTextTower(_FrozenTower):
     """Adapter that exposes the text tower of an ``open_clip`` model as a :class:`TextTower`.
 
@@ -415,7 +389,7 @@ class OpenCLIPTextTower(_FrozenTower):
         else:
             self.output_dim = int(projection.shape[1])
         if tokenizer is None:
-            open_clip = _import_open_clip()
+            open_clip = import_open_clip()
             tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
         self._tokenizer = tokenizer
         self._freeze()
@@ -438,7 +412,7 @@ class OpenCLIPTextTower(_FrozenTower):
         tower : OpenCLIPTextTower
         """
         model = load_local_open_clip(model_name, checkpoint_path, device=device)
-        return cls(model, tokenizer=_import_open_clip().get_tokenizer(model_name))
+        return cls(model, tokenizer=import_open_clip().get_tokenizer(model_name))
 
     def tokenize(self, texts):
         """Token ids of shape ``(n_texts, context_length)`` from the model's tokenizer."""

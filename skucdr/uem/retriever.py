@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._base import BaseRetriever
+from .._base import BaseRetriever, NetworkFit
 from .._sklearn_compat import Interval, StrOptions
 from ..cluster import MERGE_RULES
 from ..nn.augment import build_augment
@@ -244,7 +244,7 @@ torch.nn.Module, default="auto"
         self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
 
-    def _fit_network(self, data, codes, generator):
+    def _fit_network(self, data, codes, generator, checkpoint):
         X, encoder, backbone = self._training_inputs(data, codes)
         module = self._network(encoder)
         n_epochs = self._n_epochs()
@@ -262,13 +262,14 @@ torch.nn.Module, default="auto"
             max_prototypes=min(self.max_prototypes, max(2, np.bincount(codes).min() // 2)),
             seed=int(generator.initial_seed() % (2**31 - 1)),
         )
-        net = self._train(module, objective, n_samples=len(codes))
-        if backbone is not None:
-            # the fitted rows' embeddings from the cached features (no second backbone
-            # pass), then the trained head embeds the backbone's features
-            self._train_embedding_from_cache = self._embed_cached(net.module_.embedder, X)
-            net.module_.embedder.encoder = backbone.to(net.device)
-        return net
+        net = self._train(module, objective, n_samples=len(codes), checkpoint=checkpoint)
+        if backbone is None:
+            return NetworkFit(net)
+        # the fitted rows' embeddings from the cached features (no second backbone
+        # pass), then the trained head embeds the backbone's features
+        train_embedding = self._embed_cached(net.module_.embedder, X)
+        net.module_.embedder.encoder = backbone.to(net.device)
+        return NetworkFit(net, train_embedding=train_embedding)
 
     def _network(self, encoder):
         return UEMModule(EmbeddingNet(encoder, self.n_components), self.n_components,
