@@ -51,24 +51,20 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._domains import check_domain_input, unpack_domains
 from ._gallery import Gallery, check_index_setting
-from ._lazy import LazyImages, LazyImageTensor
+from ._inputs import check_pixel_range, domain_statistics, standardize, training_inputs
+from ._lazy import LazyImages
+from ._search import SearchMixin
 from ._sklearn_compat import Interval, StrOptions, _fit_context, check_tabular_output
 from ._validation import check_same_kind
 from .nn.devices import move_net, net_on_cpu, resolve_device
 from .nn.domain_norm import convert_domain_batchnorm, domain_codes
 from .nn.encoders import (
     ENCODER_NAMES,
-    FeatureInput,
-    build_encoder,
-    encode_frozen,
 )
 from .nn.training import train_objective
-from .open_set import DetectionCache
 
 __all__ = ["BaseRetriever"]
 
-# Rounding slack of the [0, 1] pixel-range check (e.g. images resized with bicubic filters).
-_PIXEL_TOLERANCE = 1e-3
 # Adam's weight decay in every fit (docs/methods.md, "Training").
 WEIGHT_DECAY = 1e-5
 # Fewest optimiser steps of an epoch with max_epochs="auto": a folder of a few hundred or
@@ -78,8 +74,8 @@ WEIGHT_DECAY = 1e-5
 AUTO_MIN_STEPS_PER_EPOCH = 50
 
 
-class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator,
-                    metaclass=ABCMeta):
+class BaseRetriever(SearchMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                    BaseEstimator, metaclass=ABCMeta):
     """Base class of the torch retrievers (not for direct use).
 
     Subclasses declare their own ``__init__`` with the shared parameters listed in
@@ -150,24 +146,8 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
         if data.image_shape is not None and isinstance(self.augment, str) \
                 and isinstance(data.X, np.ndarray):  # a dataset's images are not all read
-            self._check_pixel_range(data.X)
+            check_pixel_range(data.X, type(self).__name__)
         return data
-
-    def _check_pixel_range(self, X):
-        """The built-in augmentation assumes pixels in [0, 1]; say so instead of clipping."""
-        if X.size == 0:
-            return
-        low, high = float(X.min()), float(X.max())
-        if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
-            # scikit-learn's wording for input a positive_only estimator refuses
-            negative = f"Negative values in data passed to {type(self).__name__}: " \
-                if low < -_PIXEL_TOLERANCE else ""
-            raise ValueError(
-                f"{negative}{type(self).__name__} with augment='auto' expects images with values in "
-                f"[0, 1] (its colour jitter, grey-scale and inversion clip to that range); X "
-                f"holds values in [{low:.4g}, {high:.4g}]. Divide 8-bit images by 255, or "
-                "pass augment=None or your own callable for other ranges."
-            )
 
     def _domain_codes(self, sample_domain):
         """Codes 0..n_domains-1 of the fitted domains; -1 for a domain not seen in fit."""
@@ -208,13 +188,10 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                               if k in self._fitted_state})
         return data
 
-    def _check_index(self):
-        """The gallery's faiss index and its knobs, checked before any training."""
-        check_index_setting(self.index, self.index_params, self.n_components)
-
     def _fit_state(self, X, sample_domain):
         """The fit itself, on ``self`` (a fresh copy made by :meth:`_fit`)."""
-        self._check_index()
+        # the gallery's faiss index and its knobs, checked before any training
+        check_index_setting(self.index, self.index_params, self.n_components)
         data = self._validate(X, sample_domain, reset=True)
         if data.X.shape[0] < 2:
             raise ValueError(
@@ -260,39 +237,18 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return False
 
     def _fit_input_standardization(self, data, codes):
-        """Per-domain mean and scale of every input feature, when
-        :meth:`_standardizes_inputs` says so (else neither attribute exists).
-
-        Row ``k`` of ``input_mean_`` / ``input_scale_`` holds fitted domain ``k``'s
-        statistics; the last row, used for rows of a domain not seen in fit (code -1),
-        the pooled ones: the union of the domains with equal weights, as
-        :class:`~skucdr.nn.domain_norm.DomainBatchNorm` pools its statistics."""
+        """``input_mean_`` and ``input_scale_`` (:func:`~skucdr._inputs.domain_statistics`)
+        when :meth:`_standardizes_inputs` says so; else neither attribute exists."""
         for name in ("input_mean_", "input_scale_"):  # a refit starts afresh
             self.__dict__.pop(name, None)
-        if not self._standardizes_inputs(data.image_shape):
-            return
-        X = data.X
-        n_domains = len(self.domains_)
-        mean = np.empty((n_domains + 1, X.shape[1]), dtype=np.float64)
-        var = np.empty_like(mean)
-        for k in range(n_domains):
-            rows = X[codes == k].astype(np.float64)
-            mean[k], var[k] = rows.mean(axis=0), rows.var(axis=0)
-        mean[-1] = mean[:-1].mean(axis=0)
-        var[-1] = var[:-1].mean(axis=0) + ((mean[:-1] - mean[-1]) ** 2).mean(axis=0)
-        scale = np.sqrt(var)
-        # a feature constant within a domain keeps its scale (as in StandardScaler)
-        scale[scale < 10 * np.finfo(np.float32).eps] = 1.0
-        self.input_mean_ = mean.astype(np.float32)
-        self.input_scale_ = scale.astype(np.float32)
+        if self._standardizes_inputs(data.image_shape):
+            self.input_mean_, self.input_scale_ = domain_statistics(
+                data.X, codes, len(self.domains_))
 
     def _standardized(self, X, codes):
         """``X`` standardised with the statistics of each row's domain (as is without)."""
         mean = getattr(self, "input_mean_", None)
-        if mean is None:
-            return X
-        codes = np.asarray(codes)
-        return ((X - mean[codes]) / self.input_scale_[codes]).astype(np.float32, copy=False)
+        return X if mean is None else standardize(X, codes, mean, self.input_scale_)
 
     def _freezes_encoder(self):
         """Whether the backbone stays as it is and only the head trains (the
@@ -300,38 +256,13 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return False
 
     def _training_inputs(self, data, codes):
-        """The rows to train on as a CPU tensor (images reshaped, features standardised
-        per domain when :meth:`_standardizes_inputs` says so), the encoder to train, and
-        the frozen backbone or None.
-
-        When :meth:`_freezes_encoder`, the backbone embeds every image once: the
-        rows to train on are its features, the encoder to train the identity on them
-        (:class:`~skucdr.nn.encoders.FeatureInput`), and the backbone is returned to be
-        put in front of the trained head after the fit."""
-        if isinstance(data.X, LazyImages):  # images decoded when a batch asks for them
-            X = LazyImageTensor(data.X)
-        else:
-            X = self._standardized(data.X, codes)
-            # torch warns on read-only arrays (e.g. a float32 DataFrame's values); training
-            # never writes to X, but a copy keeps that promise out of torch's hands
-            X = torch.from_numpy(X if X.flags.writeable else X.copy())
-            if data.image_shape is not None:
-                X = X.view(-1, *data.image_shape)
-        frozen = self._freezes_encoder()
-        encoder = build_encoder(
-            self.encoder,
-            image_shape=data.image_shape,
-            n_features=data.X.shape[1],
-            encoder_weights=self.encoder_weights,
-            example=X[:2],
-        )
-        if not frozen:
-            return X, encoder, None
-        for parameter in encoder.parameters():
-            parameter.requires_grad_(False)
-        features = encode_frozen(encoder, X, device=self.device_,
-                                 batch_size=self._inference_batch_size())
-        return features, FeatureInput(encoder.feature_dim), encoder.eval()
+        """The rows to train on, the encoder to train and the frozen backbone or None
+        (:func:`~skucdr._inputs.training_inputs`)."""
+        X = data.X if isinstance(data.X, LazyImages) else self._standardized(data.X, codes)
+        return training_inputs(
+            X, data.image_shape, encoder=self.encoder, encoder_weights=self.encoder_weights,
+            freeze=self._freezes_encoder(), device=self.device_,
+            batch_size=self._inference_batch_size())
 
     def _convert_domain_norm(self, module):
         """With ``domain_norm`` and several domains, turn the batch-norm layers of
@@ -505,192 +436,6 @@ class BaseRetriever(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if data.from_mapping:
             return unpack_domains(Z, data.sample_domain)
         return Z
-
-    # ------------------------------------------------------------------ gallery
-    @property
-    def gallery_embedding_(self):
-        """The gallery's embeddings (``gallery_.embedding``)."""
-        return self.gallery_.embedding
-
-    @property
-    def gallery_domain_(self):
-        """The domain of every gallery row (``gallery_.domain``)."""
-        return self.gallery_.domain
-
-    def index_gallery(self, X, *, sample_domain=None, append=False):
-        """Make a catalogue the retrieval gallery, without retraining.
-
-        The catalogue is embedded a batch at a time (a dataset of images is decoded a
-        batch at a time too, see :meth:`fit`), so memory holds its embeddings and one
-        batch. The faiss indexes that queries of the fitted domains search are built
-        here, so the first query is as fast as the next.
-
-        Parameters
-        ----------
-        X : array-like, dataset or Mapping
-            The catalogue, as in :meth:`fit`.
-        sample_domain : array-like of shape (n_samples,), default=None
-            Domain of every catalogue row.
-        append : bool, default=False
-            False: the catalogue replaces the gallery. True: its rows are added after
-            the gallery's (row numbers of earlier rows do not change), and the faiss
-            indexes already built take the new rows in without re-indexing the old ones.
-
-        Returns
-        -------
-        self : object
-        """
-        check_is_fitted(self, "net_")
-        if not isinstance(append, (bool, np.bool_)):
-            raise TypeError(f"append must be a bool, got {append!r}.")
-        data = self._validate(X, sample_domain, reset=False)
-        if append:  # before the catalogue is embedded
-            check_same_kind(data.sample_domain, self.gallery_.domain, "sample_domain")
-        embedding = self._embed(data.X, self._inference_codes(data))
-        if append:
-            self.gallery_.append(embedding, data.sample_domain)
-        else:
-            self.gallery_ = Gallery(embedding, data.sample_domain)
-        self.gallery_.build(self.domains_.tolist(), self.index, self.index_params)
-        return self
-
-    def _queries(self, X, sample_domain):
-        if X is None:
-            return self.gallery_.embedding, self.gallery_.domain, True
-        data = self._validate(X, sample_domain, reset=False)
-        Q = self._embed(data.X, self._inference_codes(data))
-        return Q, data.sample_domain, False
-
-    def kneighbors(
-        self,
-        X=None,
-        n_neighbors=5,
-        *,
-        sample_domain=None,
-        gallery_domain=None,
-        return_distance=True,
-    ):
-        """Find the gallery items nearest to each query (cosine distance, ascending).
-
-        Parameters
-        ----------
-        X : array-like, Mapping or None, default=None
-            Queries. None queries the gallery's own rows (each row never returns itself).
-        n_neighbors : int, default=5
-            Neighbours per query.
-        sample_domain : array-like of shape (n_queries,), default=None
-            Domain of every query.
-        gallery_domain : label or list of labels, default=None
-            Gallery domains to search. Default: every gallery domain other than the
-            query's own (all of them when the gallery holds only the query's domain).
-        return_distance : bool, default=True
-            Whether to return the distances.
-
-        Returns
-        -------
-        distances : ndarray of shape (n_queries, n_neighbors), float32
-            Cosine distances ``1 - cos``, ascending. Only when ``return_distance``.
-        indices : ndarray of shape (n_queries, n_neighbors), int64
-            Row numbers in the gallery: the rows of the fitted ``X`` (for a mapping, its
-            domains joined in the mapping's order, each in its own row order), or of the
-            last :meth:`index_gallery` catalogue laid out the same way. Keep the file of
-            every row beside it (``load_image_folder_domains(..., return_paths=True)``)
-            to map hits back to files.
-        """
-        check_is_fitted(self, "net_")
-        if (isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral)
-                or n_neighbors < 1):
-            raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}.")
-        if n_neighbors > len(self.gallery_):  # before any query is embedded
-            raise ValueError(f"n_neighbors={n_neighbors} but the gallery holds only "
-                             f"{len(self.gallery_)} rows.")
-        Q, q_domains, self_query = self._queries(X, sample_domain)
-        distances, indices = self.gallery_.search(
-            Q, q_domains, n_neighbors, gallery_domain=gallery_domain, index=self.index,
-            index_params=self.index_params, self_query=self_query)
-        return (distances, indices) if return_distance else indices
-
-    # ----------------------------------------------------------------- open set
-    def detect_private(self, X, *, sample_domain=None, gallery_domain=None):
-        """Flag queries whose category is judged absent from the gallery (open-set).
-
-        Implements UEM's appendix B.1 on the learned embedding: k-means on the query
-        side and on the gallery side (number of clusters by the elbow rule), translation
-        of the gallery prototypes into the query frame, Hungarian matching and UEM's
-        merge rule; a query is private when its nearest prototype was not merged, or
-        when its distance to the nearest gallery item exceeds the largest cross-domain
-        distance observed inside its merged pair (distance ``(1 - cos) * L2``). The
-        query side is the fitted rows of the queries' domain (the queries themselves for
-        a domain not seen in fit); its clusters against the gallery are built on the
-        first call and reused by later calls until :meth:`index_gallery` or :meth:`fit`
-        changes the gallery (:class:`~skucdr.open_set.DetectionCache`).
-
-        Parameters
-        ----------
-        X : array-like or Mapping
-            Queries.
-        sample_domain : array-like of shape (n_queries,), default=None
-            Domain of every query.
-        gallery_domain : label or list of labels, default=None
-            Gallery domains to compare against (default: all domains but the query's).
-
-        Returns
-        -------
-        private : ndarray of shape (n_queries,), bool
-            True where the query's category is judged absent from the gallery.
-        """
-        check_is_fitted(self, "net_")
-        Q, q_domains, _ = self._queries(X, sample_domain)
-        if self.__dict__.get("_detection") is None:
-            self._detection = DetectionCache()
-        return self._detection.detect(
-            Q, q_domains, self.gallery_, gallery_domain=gallery_domain,
-            reference_of=self._fitted_rows_of, options=self._open_set_options(),
-            random_state=self.random_state)
-
-    def _fitted_rows_of(self, domain):
-        """Fitted embeddings of ``domain`` (the query side of appendix B.1), if any."""
-        emb = getattr(self, "train_embedding_", None)
-        if emb is None:
-            return None
-        rows = self.train_domain_ == domain
-        return emb[rows] if rows.any() else None
-
-    def _open_set_options(self):
-        """Appendix B.1's clustering options (``n_prototypes``, ``merge_rule``)."""
-        return {"n_prototypes": "elbow", "merge_rule": "eq9"}
-
-    # ------------------------------------------------------------------ scoring
-    def score(self, X, y, *, sample_domain=None):
-        """Mean mAP@All over ordered domain pairs (query domain -> gallery domain).
-
-        Parameters
-        ----------
-        X : array-like or Mapping
-            Rows of at least two domains.
-        y : array-like of shape (n_samples,)
-            Category labels, used only for scoring.
-        sample_domain : array-like of shape (n_samples,), default=None
-            Domain of every row.
-
-        Returns
-        -------
-        score : float
-            Query-averaged, non-interpolated mAP over the whole gallery, averaged over
-            ordered domain pairs. With one domain only, each row queries the others of
-            the same domain.
-        """
-        from .metrics import cross_domain_map, within_domain_map
-
-        Z = self.transform(X, sample_domain=sample_domain)
-        if isinstance(Z, dict):
-            from ._domains import pack_domains
-
-            Z, sample_domain = pack_domains(Z)
-        y = np.asarray(y)
-        if sample_domain is None or len(np.unique(sample_domain)) < 2:
-            return within_domain_map(Z, y)
-        return cross_domain_map(Z, y, np.asarray(sample_domain))
 
     # ------------------------------------------------------------------- sklearn
     def __sklearn_tags__(self):

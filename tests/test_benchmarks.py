@@ -20,8 +20,7 @@ def _load(name):
     """The benchmark script ``name`` as a module, with its folder on ``sys.path`` as when
     it runs (the scripts import ``quality`` from next to them)."""
     path = BENCHMARKS / f"{name}.py"
-    if not path.exists():
-        pytest.skip(f"{path} is not in this checkout")
+    assert path.exists(), f"{path} is missing"
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)

@@ -102,6 +102,14 @@ def test_shared_layers_never_import_methods_or_estimators():
     assert any(_within(a, SHARED_LAYERS) for a in graph)  # the walk saw the layers
 
 
+def test_the_torch_layer_imports_no_estimator():
+    graph = _graph()
+    estimators = ("skucdr.cluster", "skucdr.preprocessing", "skucdr.model_selection")
+    found = sorted(f"{a} -> {b}" for a, targets in graph.items() if _within(a, ("skucdr.nn",))
+                   for b in targets if _within(b, estimators))
+    assert not found, "skucdr.nn holds no scikit-learn code: " + "; ".join(found)
+
+
 def test_the_direction_check_finds_an_arrow_pointing_up(monkeypatch):
     """The check above can fail: a shared layer importing a method package is reported."""
     graph = {"skucdr.nn.encoders": {"skucdr.tpsnet.text"}, "skucdr.tpsnet.text": set()}

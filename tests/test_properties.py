@@ -92,10 +92,10 @@ def rows(draw, n_rows=None, n_features=None, image=False, faults=True):
 
 
 @st.composite
-def domain_labels(draw, n, names=("a", "b"), faults=True):
+def domain_labels(draw, n, names=("a", "b"), faults=True, keep_names=False):
     """Labels of ``n`` rows from ``names`` (str or int), half the time with one fault
-    (never with ``faults=False``)."""
-    if draw(st.booleans()):
+    (never with ``faults=False``); ``keep_names``: never ints in place of ``names``."""
+    if not keep_names and draw(st.booleans()):
         names = tuple(range(len(names)))
     d = np.asarray([names[i % len(names)] for i in range(n)])
     d = d[draw(st.permutations(range(n)))] if n else d
@@ -116,19 +116,22 @@ def domain_labels(draw, n, names=("a", "b"), faults=True):
 
 
 @st.composite
-def data(draw, n_features=None, image=False, names=("a", "b"), faults=True):
+def data(draw, n_features=None, image=False, names=("a", "b"), faults=True,
+         keep_names=False):
     """``(X, sample_domain)``: rows and their domains, or a mapping of domains and None;
-    with ``faults=False``, valid input only."""
+    with ``faults=False``, valid input only; ``keep_names``: the domains are ``names``
+    (as a fitted model's must be)."""
     if draw(st.integers(0, 3)) == 0:  # a mapping
         width = n_features if n_features is not None else draw(st.integers(1, 8))
         keys = draw(st.sampled_from([names, names, (0, 1), ("a", 0), (None, "b"), names[:1]]
-                                    if faults else [names, (0, 1)]))
+                                    if faults else [names] if keep_names else [names, (0, 1)]))
         widths = [0, 0, 0, 1] if faults else [0]
         mapping = {k: draw(rows(n_features=width + draw(st.sampled_from(widths)),
                                 image=image, faults=faults)) for k in keys}
         return mapping, None
     X = draw(rows(n_features=n_features, image=image, faults=faults))
-    return X, draw(domain_labels(len(X) if hasattr(X, "__len__") else 0, names, faults))
+    return X, draw(domain_labels(len(X) if hasattr(X, "__len__") else 0, names, faults,
+                                 keep_names))
 
 
 def _clean(call):
@@ -328,7 +331,7 @@ def test_clean_draws_fit_and_transform(given_data):
 
 
 @FAST
-@given(data(n_features=6, faults=False), st.integers(1, 4))
+@given(data(n_features=6, faults=False, keep_names=True), st.integers(1, 4))
 def test_clean_draws_inference(fitted, given_data, n_neighbors):
     X, d = given_data
     assert _embeddings_ok(fitted.transform(X, sample_domain=d), _n(X))

@@ -12,57 +12,21 @@ from skucdr.nn.domain_norm import domain_codes
 from skucdr.tpsnet.text import BuiltinTextTower
 from skucdr.tpsnet.objective import align_domain_clusters
 
-# 3 epochs: one warm-up, one prompt epoch, one stage-2 epoch.
-TINY = {"n_components": 8, "max_epochs": 3, "prompt_epochs": 1, "batch_size": 16,
-        "n_prototypes": 3, "device": "cpu", "random_state": 0}
+from conftest import TPSNET_TINY as TINY
 
 
-def _images(rng, y, shift):
-    """3x12x12 images: a bright bar whose position encodes the class, plus a domain tint."""
-    X = rng.rand(len(y), 3, 12, 12).astype(np.float32) * 0.2
-    for c in range(3):
-        X[y == c, :, 2 + 3 * c : 4 + 3 * c, 2:10] += 0.8
-    X[:, 0] += shift
-    return np.clip(X, 0, 1)
+@pytest.fixture
+def two_domains(image_domains):
+    return image_domains
 
 
-@pytest.fixture(scope="module")
-def two_domains():
-    rng = np.random.RandomState(0)
-    y = np.tile(np.arange(3), 10)
-    X = np.concatenate([_images(rng, y, 0.0), _images(rng, y, 0.3)])
-    d = np.array(["a"] * 30 + ["b"] * 30)
-    return X, np.concatenate([y, y]), d
+@pytest.fixture
+def fitted(fitted_tpsnet):
+    return fitted_tpsnet
 
 
-@pytest.fixture(scope="module")
-def fitted(two_domains):
+def test_flat_images_with_image_shape_match(two_domains, fitted):
     X, _, d = two_domains
-    return TextPhaseRetriever(**TINY).fit(X, sample_domain=d)
-
-
-def test_transform_is_normalised_float32_and_reproducible(two_domains, fitted):
-    X, _, d = two_domains
-    Z = fitted.transform(X, sample_domain=d)
-    assert Z.dtype == np.float32 and Z.shape == (60, 8)
-    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
-    np.testing.assert_array_equal(Z, fitted.gallery_embedding_)
-    again = TextPhaseRetriever(**TINY).fit(X, sample_domain=d)
-    np.testing.assert_array_equal(again.transform(X, sample_domain=d), Z)
-
-
-def test_labels_never_influence_training(two_domains, fitted):
-    X, y, d = two_domains
-    permuted = np.random.RandomState(1).permutation(y)
-    other = TextPhaseRetriever(**TINY).fit(X, permuted, sample_domain=d)
-    np.testing.assert_array_equal(other.gallery_embedding_, fitted.gallery_embedding_)
-
-
-def test_mapping_in_gives_mapping_out_and_flat_images_match(two_domains, fitted):
-    X, _, d = two_domains
-    out = fitted.transform({"a": X[:30], "b": X[30:]})
-    assert list(out) == ["a", "b"]
-    np.testing.assert_array_equal(out["b"], fitted.transform(X[30:], sample_domain=d[30:]))
     flat = TextPhaseRetriever(**TINY, image_shape=(3, 12, 12))
     flat.fit(X.reshape(60, -1), sample_domain=d)
     np.testing.assert_allclose(flat.gallery_embedding_, fitted.gallery_embedding_, atol=1e-6)
@@ -71,7 +35,7 @@ def test_mapping_in_gives_mapping_out_and_flat_images_match(two_domains, fitted)
 def test_embedding_uses_the_query_domain_prompts(two_domains, fitted):
     X = two_domains[0]
     module = fitted.net_.module_.eval()
-    x = torch.from_numpy(X[:5])
+    x = torch.tensor(X[:5])
     tokens, v, attended = {}, {}, {}
     with torch.no_grad():
         for code in (0, 1, -1):
@@ -137,25 +101,6 @@ def test_input_kinds_and_validation(two_domains, fitted):
         fitted.transform(X[:, :, :6, :6], sample_domain=d)
     assert set(fitted._expected_failed_checks()) >= {"check_estimators_pickle"}
     assert TextPhaseRetriever(image_shape=(3, 12, 12))._expected_failed_checks() == {}
-
-
-def test_kneighbors_searches_the_other_domain(two_domains, fitted):
-    X, _, d = two_domains
-    dist, idx = fitted.kneighbors(X[:4], n_neighbors=3, sample_domain=d[:4])
-    assert (fitted.gallery_domain_[idx] == "b").all()
-    assert (np.diff(dist, axis=1) >= -1e-6).all()
-
-
-def test_joblib_round_trip_is_identical(two_domains, fitted):
-    X, _, d = two_domains
-    buffer = io.BytesIO()
-    joblib.dump(fitted, buffer)
-    buffer.seek(0)
-    loaded = joblib.load(buffer)
-    np.testing.assert_array_equal(loaded.transform(X, sample_domain=d),
-                                  fitted.transform(X, sample_domain=d))
-    np.testing.assert_array_equal(loaded.kneighbors(X[:4], 3, sample_domain=d[:4])[1],
-                                  fitted.kneighbors(X[:4], 3, sample_domain=d[:4])[1])
 
 
 def test_history_has_the_losses_of_every_phase(fitted):

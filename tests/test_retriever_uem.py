@@ -16,8 +16,8 @@ from skucdr import UniversalCDRRetriever
 from skucdr.metrics import make_map_scorer
 from skucdr.model_selection import DomainStratifiedKFold
 
-TINY = dict(n_components=8, max_epochs=2, batch_size=16, n_prototypes=3, device="cpu",
-            random_state=0)
+from conftest import UEM_TINY as TINY
+from conftest import fresh
 
 
 def assert_same_fit(actual, desired):
@@ -31,45 +31,14 @@ def assert_same_fit(actual, desired):
     np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def two_domains():
-    rng = np.random.RandomState(0)
-    centers = rng.randn(3, 10) * 3
-    y = np.tile(np.arange(3), 20)
-    Xa = centers[y] + rng.randn(60, 10) * 0.3
-    Xb = centers[y] + 1.0 + rng.randn(60, 10) * 0.3
-    X = np.vstack([Xa, Xb]).astype(np.float32)
-    d = np.array(["a"] * 60 + ["b"] * 60)
-    return X, np.concatenate([y, y]), d
+@pytest.fixture
+def two_domains(feature_domains):
+    return feature_domains
 
 
-@pytest.fixture(scope="module")
-def fitted(two_domains):
-    X, _, d = two_domains
-    return UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
-
-
-def test_transform_is_normalised_float32_and_reproducible(two_domains, fitted):
-    X, y, d = two_domains
-    Z = fitted.transform(X, sample_domain=d)
-    assert Z.dtype == np.float32 and Z.shape == (120, 8)
-    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
-    again = UniversalCDRRetriever(**TINY).fit(X, sample_domain=d)
-    assert_same_fit(again.transform(X, sample_domain=d), Z)
-
-
-def test_labels_never_influence_training(two_domains, fitted):
-    X, y, d = two_domains
-    permuted = np.random.RandomState(1).permutation(y)
-    other = UniversalCDRRetriever(**TINY).fit(X, permuted, sample_domain=d)
-    assert_same_fit(other.transform(X, sample_domain=d), fitted.transform(X, sample_domain=d))
-
-
-def test_mapping_in_gives_mapping_out(two_domains, fitted):
-    X, _, d = two_domains
-    out = fitted.transform({"a": X[:60], "b": X[60:]})
-    assert list(out) == ["a", "b"]
-    np.testing.assert_allclose(out["b"], fitted.transform(X[60:], sample_domain=d[60:]))
+@pytest.fixture
+def fitted(fitted_uem):
+    return fitted_uem
 
 
 def test_kneighbors_searches_other_domains_and_matches_brute_force(two_domains, fitted):
@@ -93,18 +62,6 @@ def test_index_gallery_replaces_the_catalogue(two_domains):
     assert idx.max() < 10
     with pytest.raises(ValueError, match="holds only"):
         r.kneighbors(X[:3], n_neighbors=11, sample_domain=d[:3])
-
-
-def test_joblib_round_trip_is_identical(two_domains, fitted):
-    X, _, d = two_domains
-    buffer = io.BytesIO()
-    joblib.dump(fitted, buffer)
-    buffer.seek(0)
-    loaded = joblib.load(buffer)
-    np.testing.assert_array_equal(loaded.transform(X, sample_domain=d),
-                                  fitted.transform(X, sample_domain=d))
-    np.testing.assert_array_equal(loaded.kneighbors(X[:4], 3, sample_domain=d[:4])[1],
-                                  fitted.kneighbors(X[:4], 3, sample_domain=d[:4])[1])
 
 
 def _dumped_as_fitted_on(model, device):
@@ -188,6 +145,7 @@ def test_detect_private_reuses_the_open_set_clusters(two_domains, fitted, monkey
     build = open_set.fit_open_set_structure
     monkeypatch.setattr(open_set, "fit_open_set_structure",
                         lambda *a, **k: builds.append(1) or build(*a, **k))
+    fitted = fresh(fitted)
     fitted.index_gallery(X, sample_domain=d)  # same rows: a fresh gallery, an empty cache
     first = fitted.detect_private(X[:7], sample_domain=d[:7])
     second = fitted.detect_private(X[7:9], sample_domain=d[7:9])
@@ -261,11 +219,8 @@ def test_verbose_embedding_shows_progress(two_domains, fitted, capsys):
     big = np.repeat(X, 3, axis=0)  # 360 rows: two inference batches
     quiet = fitted.transform(big, sample_domain=np.repeat(d, 3))
     assert "embedding" not in capsys.readouterr().err
-    fitted.set_params(verbose=1)  # verbose is read at call time
-    try:
-        loud = fitted.transform(big, sample_domain=np.repeat(d, 3))
-    finally:
-        fitted.set_params(verbose=0)
+    loud = fresh(fitted).set_params(verbose=1).transform(  # verbose is read at call time
+        big, sample_domain=np.repeat(d, 3))
     np.testing.assert_array_equal(loud, quiet)
     assert "embedding" in capsys.readouterr().err
 
@@ -700,3 +655,10 @@ def test_auto_schedule_leaves_long_epochs_as_they_were(monkeypatch):
     passes = UniversalCDRRetriever(**dict(params, max_epochs=1)).fit(X, sample_domain=d)
     assert len(auto.history_[0]["batches"]) == AUTO_MIN_STEPS_PER_EPOCH + 5
     np.testing.assert_array_equal(auto.gallery_embedding_, passes.gallery_embedding_)
+
+
+def test_the_objective_defaults_are_the_estimator_defaults():
+    from skucdr.uem.objective import UEMObjective
+
+    defaults = UniversalCDRRetriever().get_params()
+    assert {k: defaults[k] for k in UEMObjective.DEFAULTS} == UEMObjective.DEFAULTS

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from skucdr.tpsnet.prompts import PromptLearner
 from skucdr.tpsnet.text import (
     BuiltinTextTower,
     OpenCLIPTextTower,
-    PromptLearner,
-    TextTower,
+    check_text_tower,
     encode_text,
 )
 from skucdr.tpsnet.losses import image_to_text_contrastive, text_to_image_contrastive
@@ -27,7 +27,7 @@ def _prompt_with_words(tower, template, words):
 
 
 def test_builtin_tower_follows_protocol_and_is_frozen(tower):
-    assert isinstance(tower, TextTower)
+    assert check_text_tower(tower) is tower
     assert (tower.embed_dim, tower.output_dim, tower.context_length) == (32, 24, 12)
     assert not any(p.requires_grad for p in tower.parameters())
     tower.train()
@@ -205,16 +205,17 @@ class _SubmoduleTower(torch.nn.Module):
         return self.proj(prompt_embeddings[torch.arange(len(eot)), eot])
 
 
-def test_protocol_check_sees_submodule_members_on_every_python():
-    # Python >= 3.12's runtime protocols use getattr_static, blind to nn.Module
-    # submodules; the check must still accept such a tower and reject incomplete ones
+def test_tower_check_sees_submodule_members():
+    # members an nn.Module holds as submodules count (Python >= 3.12's runtime protocols
+    # would not see them); an incomplete tower is named with what it lacks
     custom = _SubmoduleTower()
-    assert isinstance(custom, TextTower)
+    assert check_text_tower(custom) is custom
     assert PromptLearner(custom, 2, 3, n_ctx=2).all_features().shape == (2, 3, 4)
     incomplete = torch.nn.Module()
     incomplete.token_embedding = torch.nn.Embedding(3, 2)
-    assert not isinstance(incomplete, TextTower)
-    with pytest.raises(TypeError, match="TextTower"):
+    with pytest.raises(TypeError, match=r"lacks \['embed_dim', 'output_dim'"):
+        check_text_tower(incomplete)
+    with pytest.raises(TypeError, match="must be a text tower"):
         PromptLearner(incomplete, 2, 3)
 
 
@@ -268,7 +269,7 @@ def test_openclip_tower_matches_encode_text(tiny_clip):
     import open_clip
 
     tower = OpenCLIPTextTower(tiny_clip)
-    assert isinstance(tower, TextTower)
+    assert check_text_tower(tower) is tower
     assert (tower.embed_dim, tower.output_dim, tower.context_length) == (32, 16, 16)
     assert not any(p.requires_grad for p in tower.parameters())
     texts = ["an image of a dog.", "a sketch of a house."]

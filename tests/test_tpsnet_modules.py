@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from skucdr.nn.phase import phase_only
-from skucdr.tpsnet.text import BuiltinTextTower, PromptLearner
+from skucdr.tpsnet.prompts import PromptLearner
+from skucdr.tpsnet.text import BuiltinTextTower
 from skucdr.tpsnet.losses import (
     image_to_text_contrastive,
     label_smoothed_i2t_ce,

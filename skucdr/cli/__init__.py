@@ -23,7 +23,7 @@ def build_parser():
     """The argument parser of every command."""
     from skucdr import __version__
 
-    from . import demo, folders
+    from . import demo, evaluate, fit, index, query
 
     parser = argparse.ArgumentParser(
         prog="skucdr",
@@ -32,7 +32,8 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"skucdr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_parser(sub)
-    folders.add_parsers(sub)
+    for command in (fit, index, query, evaluate):
+        command.add_parser(sub)
     return parser
 
 

@@ -30,12 +30,14 @@ from ._merge import (
     product_distance,
     translate_prototypes,
 )
+from ._training import domain_prototypes
 
 __all__ = [
     "MERGE_RULES",
     "PrototypeClusterer",
     "PrototypeMerge",
     "choose_n_prototypes_elbow",
+    "domain_prototypes",
     "l2_normalize",
     "merge_prototypes",
     "product_distance",

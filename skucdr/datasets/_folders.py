@@ -20,6 +20,7 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Dataset
 
 __all__ = [
     "ImageFileDataset",
@@ -296,8 +297,8 @@ def read_image(path, image_size):
     return tensor[0].clamp_(0.0, 1.0).numpy()
 
 
-class ImageFileDataset:
-    """A torch ``Dataset`` of image files, decoded when an item is asked for.
+class ImageFileDataset(Dataset):
+    """A ``torch.utils.data.Dataset`` of image files, decoded when an item is asked for.
 
     With a ``torch.utils.data.DataLoader`` (``num_workers > 0`` decodes in parallel), a
     folder of any size is read with the memory of one batch.

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.phase import phase_only
-from .text import PromptLearner
+from .prompts import PromptLearner
 
 __all__ = [
     "DualPriorFusion",

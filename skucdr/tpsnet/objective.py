@@ -19,13 +19,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..cluster import choose_n_prototypes_elbow, merge_prototypes, spherical_kmeans
+from ..cluster import (
+    choose_n_prototypes_elbow,
+    domain_prototypes,
+    merge_prototypes,
+    spherical_kmeans,
+)
 from ..nn.domain_norm import domain_codes
-from ..nn.prototypes import domain_prototypes
 from ..nn.training import RowObjective
 from ..uem.losses import prototype_nce, semantic_enhanced_loss
 from ..uem.objective import UEMObjective
-from ..uem.retriever import UniversalCDRRetriever
 from .losses import (
     image_to_text_contrastive,
     label_smoothed_i2t_ce,
@@ -139,11 +142,10 @@ class TPSNetObjective(RowObjective):
         self.embeddings = None
         self._pending = None
         # the warm-up: UEM's stage 1, with UEM's defaults, on the stage-1 image features
-        uem = UniversalCDRRetriever(batch_size=self.hp.batch_size, tau=self.PROTOTYPE_TAU,
-                                    n_prototypes=self.hp.n_prototypes,
-                                    max_prototypes=self.hp.max_prototypes)
+        warmup = {**UEMObjective.DEFAULTS, "batch_size": self.hp.batch_size,
+                  "tau": self.PROTOTYPE_TAU, "n_prototypes": self.hp.n_prototypes}
         self.idse = UEMObjective(
-            X, codes, params=uem.get_params(deep=False), generator=generator,
+            X, codes, params=warmup, generator=generator,
             augment=augment, stage1_epochs=warmup_epochs,
             max_prototypes=self.hp.max_prototypes, seed=seed, embed=_image_features,
             min_steps=min_steps,
@@ -253,7 +255,7 @@ class TPSNetObjective(RowObjective):
         """UEM's merged prototypes of the current embeddings ``I'`` (one per stage-2 epoch).
 
         Per-domain spherical k-means with the DPG's ``k``, translated, matched and merged
-        across domains (:func:`~skucdr.nn.prototypes.domain_prototypes`), as UEM's
+        across domains (:func:`~skucdr.cluster.domain_prototypes`), as UEM's
         stage 1 refreshes them on its memory banks, here on an eval-mode pass over all
         rows (the first refresh reuses the pass that started stage 2).
         """

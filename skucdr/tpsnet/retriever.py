@@ -8,12 +8,12 @@ import numbers
 import numpy as np
 
 from .._base import BaseRetriever, NetworkFit
-from .._sklearn_compat import HasMethods, Interval, StrOptions
+from .._sklearn_compat import Interval, StrOptions
 from ..nn.augment import build_augment
 from ..nn.encoders import build_encoder
 from .network import TPSNetModule
 from .objective import TPSNetObjective
-from .text import BuiltinTextTower
+from .text import BuiltinTextTower, check_text_tower
 
 __all__ = ["TextPhaseRetriever"]
 
@@ -226,8 +226,9 @@ torch.nn.Module, default="auto"
         "n_prototypes": [StrOptions({"elbow"}), Interval(numbers.Integral, 1, None, closed="left")],
         "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
         "n_ctx": [Interval(numbers.Integral, 1, None, closed="left")],
-        "text_tower": [StrOptions({"builtin"}),
-                       HasMethods(["tokenize", "token_embedding", "encode_prompts"])],
+        # "builtin" or a text tower: checked at fit by check_text_tower (one check of
+        # the members a tower needs, for this parameter and PromptLearner alike)
+        "text_tower": "no_validation",
         "text_prior": ["boolean"],
         "phase_prior": ["boolean"],
         "fusion": [StrOptions({"attention", "concat"})],
@@ -300,7 +301,7 @@ torch.nn.Module, default="auto"
     def _network(self, encoder, max_classes, generator=None):
         tower = None
         if self.text_prior:
-            tower = BuiltinTextTower() if self.text_tower == "builtin" \
+            tower = BuiltinTextTower() if _is_builtin(self.text_tower) \
                 else copy.deepcopy(self.text_tower)
         n_channels = self.image_shape_[0]
         return TPSNetModule(
@@ -337,6 +338,8 @@ torch.nn.Module, default="auto"
         return stage1 - prompt, stage1
 
     def _fit_network(self, data, codes, generator, checkpoint):
+        if not _is_builtin(self.text_tower):
+            check_text_tower(self.text_tower, "text_tower")
         if isinstance(self.encoder, str) and self.encoder == "mlp":
             raise ValueError("TextPhaseRetriever needs an image encoder, not encoder='mlp'.")
         X, encoder, _ = self._training_inputs(data, codes)
@@ -382,3 +385,13 @@ torch.nn.Module, default="auto"
             return {}
         reason = "needs images; the check fits plain feature vectors without image_shape"
         return dict.fromkeys(_CHECKS_FITTING_FEATURE_VECTORS, reason)
+
+
+def _is_builtin(text_tower):
+    """Whether ``text_tower`` names the built-in tower; another string is an error."""
+    if isinstance(text_tower, str):
+        if text_tower != "builtin":
+            raise ValueError(f"The 'text_tower' parameter must be 'builtin' or a text tower "
+                             f"object; got {text_tower!r}.")
+        return True
+    return False

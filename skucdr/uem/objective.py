@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..cluster import domain_prototypes
 from ..nn.domain_norm import domain_codes
-from ..nn.prototypes import domain_prototypes, momentum_update_bank
+from ..nn.prototypes import momentum_update_bank
 from ..nn.training import RowObjective
 from .losses import (
     domain_adversarial_loss,
@@ -73,6 +74,13 @@ class UEMObjective(RowObjective):
     #: the elbow estimate of k is redone every this many prototype refreshes
     ELBOW_EVERY = 5
     STATE = ("banks", "prototypes", "assignment", "alpha", "stage", "_k_cache", "_refreshes")
+
+    #: UniversalCDRRetriever's defaults of the hyper-parameters the objective reads
+    #: (``tests/test_retriever_uem.py`` checks that they agree): what another method
+    #: that runs UEM's stage 1 (TPSNet's warm-up) starts from
+    DEFAULTS = {"tau": 0.07, "n_prototypes": "elbow", "merge_prototypes": True,
+                "merge_rule": "eq9", "semantic_enhanced": True, "alignment": None,
+                "matching": None}
 
     def __init__(self, X, codes, *, params, generator, augment, stage1_epochs,
                  max_prototypes, seed, embed=None, min_steps=0):
