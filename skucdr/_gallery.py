@@ -144,16 +144,28 @@ class Gallery:
     # ---------------------------------------------------------------- growth
     def append(self, embedding, domain):
         """Add rows after the gallery's; the cached indexes take in the new rows of their
-        domains without re-indexing the former ones."""
+        domains without re-indexing the former ones, except an ``index="auto"`` index
+        for which :func:`~skucdr.neighbors.auto_index` chooses another index at the new
+        size: that one is dropped, and built again when next needed."""
         embedding = np.ascontiguousarray(embedding, dtype=np.float32)
         domain = np.asarray(domain)
         check_same_kind(domain, self.domain, "sample_domain")
         self.embedding = np.concatenate([self.embedding, embedding])
         self.domain = np.concatenate([self.domain, domain])
-        for (domains, *_), built in self._indexes.items():
+        from .neighbors import auto_index
+
+        for key, built in list(self._indexes.items()):
+            domains, index, _ = key
             new = np.isin(domain, list(domains))
-            if new.any():  # its rows, in gallery order, end with the new ones
-                built.add(embedding[new])
+            if not new.any():
+                continue
+            if index == "auto" and built.index_string_ != auto_index(
+                    built.n_samples_fit_ + int(new.sum()))[0]:
+                # "auto" chooses another index for the grown rows (exact to IVF, or
+                # more inverted lists): it is built anew when next needed
+                del self._indexes[key]
+                continue
+            built.add(embedding[new])  # its rows, in gallery order, end with the new ones
         self.version = next(_VERSIONS)
         return self
 

@@ -164,7 +164,7 @@ def test_frozen_backbone_runs_once_per_image_and_trains_only_the_head():
         return original(encoder, X, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("skucdr._base.encode_frozen", counting)
+        patch.setattr(encoders, "encode_frozen", counting)
         model = UniversalCDRRetriever(encoder="efficientnet_lite0", freeze_encoder=True,
                                       n_components=8, max_epochs=2, batch_size=8,
                                       n_prototypes=2, device="cpu", random_state=0)

@@ -6,13 +6,12 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from conftest import TPSNET_TINY as TINY
 
 from skucdr import TextPhaseRetriever
 from skucdr.nn.domain_norm import domain_codes
-from skucdr.tpsnet.text import BuiltinTextTower
 from skucdr.tpsnet.objective import align_domain_clusters
-
-from conftest import TPSNET_TINY as TINY
+from skucdr.tpsnet.text import BuiltinTextTower
 
 
 @pytest.fixture

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import sklearn
 import torch
+from conftest import UEM_TINY as TINY
+from conftest import fresh
 from sklearn.model_selection import GridSearchCV
 
 import skucdr
 from skucdr import UniversalCDRRetriever
 from skucdr.metrics import make_map_scorer
 from skucdr.model_selection import DomainStratifiedKFold
-
-from conftest import UEM_TINY as TINY
-from conftest import fresh
 
 
 def assert_same_fit(actual, desired):
@@ -193,8 +192,8 @@ def test_one_domain_and_images_fit():
 def test_auto_augmentation_adds_random_convolutions_for_images(monkeypatch):
     """augment="auto" trains on images with ImageAugment plus RandConv on half of them;
     an explicit ImageAugment is used as given."""
-    from skucdr.uem import objective as uem_objective
     from skucdr.nn.augment import FeatureAugment, ImageAugment
+    from skucdr.uem import objective as uem_objective
 
     seen = []
     original = uem_objective.UEMObjective.__init__
@@ -662,3 +661,20 @@ def test_the_objective_defaults_are_the_estimator_defaults():
 
     defaults = UniversalCDRRetriever().get_params()
     assert {k: defaults[k] for k in UEMObjective.DEFAULTS} == UEMObjective.DEFAULTS
+
+
+def test_auto_index_grows_into_the_index_auto_chooses_for_the_new_size(two_domains, fitted,
+                                                                        monkeypatch):
+    from skucdr import neighbors
+
+    X, _, d = two_domains
+    monkeypatch.setattr(neighbors, "AUTO_EXACT_BELOW", 80)  # IVF from 80 rows on
+    grown = fresh(fitted).set_params(index="auto")
+    b = d == "b"
+    grown.index_gallery(X[b][:50], sample_domain=d[b][:50])  # 50 rows: exact
+    assert [e[3].index_string_ for e in grown.gallery_.indexes()] == ["Flat"]
+    grown.index_gallery(X[b][50:], sample_domain=d[b][50:], append=True)  # 60: still exact
+    grown.index_gallery(X[b], sample_domain=d[b], append=True)  # 120 rows: IVF now
+    strings = [e[3].index_string_ for e in grown.gallery_.indexes()]
+    assert strings == [neighbors.auto_index(120)[0]] and strings[0].startswith("IVF")
+    assert len(grown.kneighbors(X[:3], sample_domain=d[:3], n_neighbors=4)[1]) == 3

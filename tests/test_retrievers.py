@@ -7,8 +7,8 @@ import io
 import joblib
 import numpy as np
 import pytest
-
 from conftest import TPSNET_TINY, UEM_TINY
+
 from skucdr import TextPhaseRetriever, UniversalCDRRetriever
 
 # (estimator, its tiny settings, the data fixture, the fitted fixture, refit tolerance):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from skucdr.tpsnet.losses import image_to_text_contrastive, text_to_image_contrastive
 from skucdr.tpsnet.prompts import PromptLearner
 from skucdr.tpsnet.text import (
     BuiltinTextTower,
@@ -10,7 +11,6 @@ from skucdr.tpsnet.text import (
     check_text_tower,
     encode_text,
 )
-from skucdr.tpsnet.losses import image_to_text_contrastive, text_to_image_contrastive
 
 
 @pytest.fixture(scope="module")

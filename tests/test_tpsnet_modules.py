@@ -7,8 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from skucdr.nn.phase import phase_only
-from skucdr.tpsnet.prompts import PromptLearner
-from skucdr.tpsnet.text import BuiltinTextTower
 from skucdr.tpsnet.losses import (
     image_to_text_contrastive,
     label_smoothed_i2t_ce,
@@ -22,6 +20,8 @@ from skucdr.tpsnet.network import (
     TextQueryCrossAttention,
     TokenProjector,
 )
+from skucdr.tpsnet.prompts import PromptLearner
+from skucdr.tpsnet.text import BuiltinTextTower
 
 
 def _t(rows):

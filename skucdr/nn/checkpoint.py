@@ -94,11 +94,7 @@ def _from_safe(value):
     return value
 
 
-def _lr_scheduler(net):
-    return dict(net.callbacks_)["lr_schedule"].lr_scheduler_
-
-
-def _training_state(net, fingerprint):
+def _training_state(net, fingerprint, lr_scheduler):
     module = net.module_
     return {
         "format": FORMAT_VERSION,
@@ -107,7 +103,7 @@ def _training_state(net, fingerprint):
         "module": module.state_dict(),
         "requires_grad": {k: p.requires_grad for k, p in module.named_parameters()},
         "optimizer": net.optimizer_.state_dict(),
-        "lr_scheduler": _to_safe(_lr_scheduler(net).state_dict()),
+        "lr_scheduler": _to_safe(lr_scheduler.state_dict()),
         "objective": _to_safe(net.objective.state_dict()),
         "generator": net.objective.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
@@ -165,10 +161,14 @@ def load_module_state(module, saved):
 
 
 class TrainingCheckpoint(Callback):
-    """Write the training state after every epoch; restore a saved one at the start.
+    """Write the training state after every epoch, and resume from a saved one.
 
-    Must come after the learning-rate scheduler among the callbacks: it restores the
-    scheduler that the scheduler's own ``on_train_begin`` has just created.
+    Resuming takes two steps, both here: :meth:`begin_resume` on the initialised net,
+    before training starts (the history and optimizer state that the learning-rate
+    scheduler is created from), then, at the start of training, the module, the
+    scheduler handed in as ``scheduler``, the objective and the random generators.
+    Must come after ``scheduler`` among the callbacks: it restores the scheduler that
+    the scheduler's own ``on_train_begin`` has just created.
 
     Parameters
     ----------
@@ -176,14 +176,26 @@ class TrainingCheckpoint(Callback):
         The checkpoint file.
     fingerprint : str
         The fit's fingerprint (see :func:`fit_fingerprint`), recorded in the file.
+    scheduler : skorch.callbacks.LRScheduler
+        The learning-rate schedule of the fit, whose scheduler is saved and restored.
     resume : dict or None
-        A state from :func:`load_checkpoint` to restore before the first epoch.
+        A state from :func:`load_checkpoint` to resume from.
     """
 
-    def __init__(self, path, fingerprint, resume=None):
+    def __init__(self, path, fingerprint, scheduler, resume=None):
         self.path = path
         self.fingerprint = fingerprint
+        self.scheduler = scheduler
         self.resume = resume
+
+    def begin_resume(self, net):
+        """Give the initialised ``net`` the saved history and optimizer state, as
+        skorch's scheduler needs them when it is created at the start of training (it
+        continues from ``len(history)`` epochs and each group's ``initial_lr``);
+        returns the number of epochs already done."""
+        net.history = History(_from_safe(self.resume["history"]))
+        net.optimizer_.load_state_dict(self.resume["optimizer"])
+        return len(net.history)
 
     def on_train_begin(self, net, **kwargs):
         state, self.resume = self.resume, None
@@ -193,7 +205,7 @@ class TrainingCheckpoint(Callback):
         load_module_state(module, state["module"])
         for name, parameter in module.named_parameters():
             parameter.requires_grad_(state["requires_grad"][name])
-        _lr_scheduler(net).load_state_dict(_from_safe(state["lr_scheduler"]))
+        self.scheduler.lr_scheduler_.load_state_dict(_from_safe(state["lr_scheduler"]))
         # creating the scheduler stepped the learning rates: load them back
         net.optimizer_.load_state_dict(state["optimizer"])
         net.objective.load_state_dict(_from_safe(state["objective"]), net)
@@ -201,12 +213,5 @@ class TrainingCheckpoint(Callback):
         torch.set_rng_state(state["torch_rng"])
 
     def on_epoch_end(self, net, **kwargs):
-        _write_atomically(self.path, _training_state(net, self.fingerprint))
-
-
-def prepare_resume(net, state):
-    """Give an initialised ``net`` the saved history and optimizer state, as skorch's
-    learning-rate scheduler needs them when it is created at the start of training
-    (it continues from ``len(history)`` epochs and each group's ``initial_lr``)."""
-    net.history = History(_from_safe(state["history"]))
-    net.optimizer_.load_state_dict(state["optimizer"])
+        _write_atomically(self.path, _training_state(net, self.fingerprint,
+                                                     self.scheduler.lr_scheduler_))

@@ -31,7 +31,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback, LRScheduler, ProgressBar
 from torch import nn
 
-from .checkpoint import TrainingCheckpoint, load_checkpoint, prepare_resume
+from .checkpoint import TrainingCheckpoint, load_checkpoint
 from .domain_norm import domain_codes
 
 __all__ = [
@@ -373,11 +373,14 @@ def train_objective(
         ("lr_schedule", schedule),
         *extra_callbacks,
     ]
-    resume = None
+    resuming = None  # the checkpoint callback, when it holds a saved state to resume
     if checkpoint is not None:  # after lr_schedule, whose scheduler it restores
         path, fingerprint = checkpoint
-        resume = load_checkpoint(path, fingerprint)
-        callbacks.append(("checkpoint", TrainingCheckpoint(path, fingerprint, resume)))
+        checkpointer = TrainingCheckpoint(path, fingerprint, schedule,
+                                          resume=load_checkpoint(path, fingerprint))
+        callbacks.append(("checkpoint", checkpointer))
+        if checkpointer.resume is not None:
+            resuming = checkpointer
     if verbose:
         n_steps = len(objective.batches())
         callbacks.append(("progress", ProgressBar(batches_per_epoch=n_steps)))
@@ -399,12 +402,11 @@ def train_objective(
         callbacks__print_log=None,  # EpochLog prints instead
     )
     try:
-        if resume is None:
+        if resuming is None:
             net.fit(np.arange(n_samples), None)
         else:
             net.initialize()
-            prepare_resume(net, resume)
-            done = len(net.history)
+            done = resuming.begin_resume(net)
             warnings.warn(f"Resuming the fit from the checkpoint {path}: {done} of "
                           f"{max_epochs} epochs were done.", UserWarning, stacklevel=4)
             net.partial_fit(np.arange(n_samples), None, epochs=max(0, max_epochs - done))
