@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import (  # noqa: F401
     Interval,
     Options,
     StrOptions,
+    validate_params,
 )
 from sklearn.utils.validation import validate_data  # noqa: F401  (public since 1.6)
 

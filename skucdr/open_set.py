@@ -22,7 +22,9 @@ import numbers
 import numpy as np
 from sklearn.utils import Bunch, check_array, check_random_state
 
+from ._sklearn_compat import Interval, StrOptions, validate_params
 from .cluster import (
+    MERGE_RULES,
     choose_n_prototypes_elbow,
     l2_normalize,
     merge_prototypes,
@@ -100,6 +102,16 @@ def _scan_gallery(Q, G, g_order, g_starts, q_partner, compute_max):
     return d_min, row_max
 
 
+@validate_params(
+    {
+        "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
+        "merge_rule": [StrOptions(set(MERGE_RULES))],
+        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_redo": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def detect_private_queries(
     query_emb,
     gallery_emb,
@@ -222,6 +234,16 @@ def detect_private_queries(
     )
 
 
+@validate_params(
+    {
+        "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
+        "merge_rule": [StrOptions(set(MERGE_RULES))],
+        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_redo": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def fit_open_set_structure(
     query_reference,
     gallery_emb,

@@ -107,9 +107,9 @@ def test_spherical_kmeans_errors():
     X = np.ones((3, 2))
     with pytest.raises(ValueError, match=r"n_clusters=4 .* \(n_samples=3\)"):
         spherical_kmeans(X, 4)
-    with pytest.raises(ValueError, match="n_clusters must be an int"):
+    with pytest.raises(ValueError, match="'n_clusters' parameter of spherical_kmeans must be"):
         spherical_kmeans(X, 0)
-    with pytest.raises(ValueError, match="n_clusters must be an int"):
+    with pytest.raises(ValueError, match="'n_clusters' parameter of spherical_kmeans must be"):
         spherical_kmeans(X, 2.5)
     with pytest.raises(ValueError, match="backend"):
         spherical_kmeans(X, 2, backend="torch")
@@ -262,7 +262,7 @@ def test_mutual_rule_drops_a_pair_whose_b_prototype_is_nearer_another_a():
 
 
 def test_merge_errors():
-    with pytest.raises(ValueError, match="rule must be one of"):
+    with pytest.raises(ValueError, match="'rule' parameter of merge_prototypes must be"):
         merge_prototypes(np.ones((2, 2)), np.ones((2, 2)), np.zeros(2), np.zeros(2), rule="x")
     with pytest.raises(ValueError, match="P_a has 2 features but P_b has 3"):
         merge_prototypes(np.ones((2, 2)), np.ones((2, 3)), np.zeros(2), np.zeros(3))

@@ -124,5 +124,5 @@ def test_errors():
         detect_private_queries(Q, G, n_prototypes="auto")
     with pytest.raises(ValueError, match="max_prototypes"):
         detect_private_queries(Q, G, max_prototypes=1)
-    with pytest.raises(ValueError, match="rule must be one of"):
+    with pytest.raises(ValueError, match="'merge_rule' parameter of detect_private_queries"):
         detect_private_queries(Q, G, n_prototypes=2, merge_rule="nearest")

@@ -17,6 +17,7 @@ try:  # faiss is a dependency, but keep a pure scikit-learn path (macOS OpenMP c
 except ImportError:  # pragma: no cover - exercised only without faiss
     faiss = None
 
+from .._sklearn_compat import Interval, StrOptions, validate_params
 from .._validation import l2_normalize as _normalize_rows
 
 
@@ -178,6 +179,17 @@ def _prepare_kmeans(X, n_iter, n_redo, random_state, backend):
     return Xn, n_iter, n_redo, backend, rng
 
 
+@validate_params(
+    {
+        "n_clusters": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_redo": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "backend": [StrOptions(set(_BACKENDS))],
+        "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def spherical_kmeans(
     X,
     n_clusters,
@@ -266,6 +278,19 @@ def _knee_by_chord(ks, values):
     return int(np.argmax(gap))
 
 
+@validate_params(
+    {
+        "k_min": [Interval(numbers.Integral, 1, None, closed="left")],
+        "k_max": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_redo": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "backend": [StrOptions(set(_BACKENDS))],
+        "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "return_curve": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def choose_n_prototypes_elbow(
     X,
     *,

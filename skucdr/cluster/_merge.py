@@ -9,6 +9,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist, pdist
 from sklearn.utils import check_array
 
+from .._sklearn_compat import StrOptions, validate_params
+
 try:  # faiss is a dependency, but keep a pure scikit-learn path (macOS OpenMP clashes).
     import faiss
 except ImportError:  # pragma: no cover - exercised only without faiss
@@ -57,6 +59,10 @@ def product_distance(U, V):
     norm_v[norm_v == 0] = 1.0
     cos = np.clip(dots / norm_u[:, None] / norm_v[None, :], -1.0, 1.0)
     return (1.0 - cos) * euclid
+
+
+#: the merge rules of :func:`merge_prototypes`
+MERGE_RULES = ("eq9", "mutual")
 
 
 def _min_pairwise_distance(P):
@@ -148,9 +154,9 @@ def translate_prototypes(prototypes, translation, sign=1.0):
     return prototypes + sign * np.asarray(translation, dtype=prototypes.dtype)
 
 
-MERGE_RULES = ("eq9", "mutual")
 
 
+@validate_params({"rule": [StrOptions(set(MERGE_RULES))]}, prefer_skip_nested_validation=True)
 def merge_prototypes(P_a, P_b, mean_a, mean_b, *, rule="eq9"):
     """Translate B's prototypes into A's frame, match and merge them (UEM Eqs. 8-9).
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Integral
 
 import numpy as np
 
+from .._sklearn_compat import Interval, StrOptions, validate_params
 from .._validation import domain_order, l2_normalize
 from ._ranking import (
     check_domain_data,
@@ -25,6 +27,14 @@ from ._ranking import (
 # --------------------------------------------------------------------------------------
 
 
+@validate_params(
+    {
+        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "average": [StrOptions({"query", "class"})],
+        "interpolated": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def mean_average_precision(
     query_emb,
     query_labels,
@@ -97,6 +107,10 @@ def mean_average_precision(
     return mean_ap(stats, bool(interpolated), average)
 
 
+@validate_params(
+    {"k": [Interval(Integral, 1, None, closed="left"), "array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def precision_at_k(query_emb, query_labels, gallery_emb, gallery_labels, *, k=(1, 5, 15)):
     """Precision at k of cosine-similarity retrieval, as defined by UCDIR.
 
@@ -201,6 +215,14 @@ def check_pairs(pairs, sample_domain):
     return checked
 
 
+@validate_params(
+    {
+        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "average": [StrOptions({"query", "class"})],
+        "interpolated": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def cross_domain_map(
     embeddings,
     labels,
