@@ -187,10 +187,13 @@ torch.nn.Module, default="auto"
         Number ``C`` of aligned pseudo-classes (prompts per domain).
     domains_ : ndarray
         Domain labels seen in fit, in order of first appearance.
+    gallery_ : skucdr._gallery.Gallery
+        The gallery :meth:`kneighbors` searches: its rows, their domains and the faiss
+        indexes built on them (set by :meth:`fit` and :meth:`index_gallery`).
     gallery_embedding_ : ndarray of shape (n_gallery, n_components)
-        Embeddings searched by :meth:`kneighbors`.
+        Embeddings searched by :meth:`kneighbors` (``gallery_.embedding``).
     gallery_domain_ : ndarray of shape (n_gallery,)
-        Domain of every gallery row.
+        Domain of every gallery row (``gallery_.domain``).
     image_shape_ : tuple
         Shape of one image.
     n_features_in_ : int
