@@ -52,7 +52,6 @@ from sklearn.utils.validation import check_is_fitted
 from ._domains import check_domain_input, unpack_domains
 from ._gallery import Gallery, check_index_setting
 from ._inputs import check_pixel_range, domain_statistics, standardize, training_inputs
-from ._lazy import LazyImages
 from ._search import SearchMixin
 from ._sklearn_compat import Interval, StrOptions, _fit_context, check_tabular_output
 from ._validation import check_same_kind
@@ -258,9 +257,9 @@ class BaseRetriever(SearchMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _training_inputs(self, data, codes):
         """The rows to train on, the encoder to train and the frozen backbone or None
         (:func:`~skucdr._inputs.training_inputs`)."""
-        X = data.X if isinstance(data.X, LazyImages) else self._standardized(data.X, codes)
+        # images (lazy ones included) are never standardised: _standardized keeps them
         return training_inputs(
-            X, data.image_shape, encoder=self.encoder, encoder_weights=self.encoder_weights,
+            self._standardized(data.X, codes), data.image_shape, encoder=self.encoder, encoder_weights=self.encoder_weights,
             freeze=self._freezes_encoder(), device=self.device_,
             batch_size=self._inference_batch_size())
 

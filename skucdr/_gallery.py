@@ -170,6 +170,16 @@ class Gallery:
         return self
 
     # ---------------------------------------------------------------- search
+    def check_n_neighbors(self, n_neighbors):
+        """A ``ValueError`` unless ``n_neighbors`` is a positive int no larger than the
+        gallery."""
+        if (isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral)
+                or n_neighbors < 1):
+            raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}.")
+        if n_neighbors > len(self):
+            raise ValueError(f"n_neighbors={n_neighbors} but the gallery holds only "
+                             f"{len(self)} rows.")
+
     def search(self, Q, q_domains, n_neighbors, *, gallery_domain=None, index="Flat",
                index_params=None, self_query=False):
         """The ``n_neighbors`` nearest gallery rows of every query row of ``Q``.
@@ -183,12 +193,7 @@ class Gallery:
         indices : ndarray of shape (n_queries, n_neighbors), int64
             Gallery row numbers.
         """
-        if (isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral)
-                or n_neighbors < 1):
-            raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}.")
-        if n_neighbors > len(self):  # before any allocation of that size
-            raise ValueError(f"n_neighbors={n_neighbors} but the gallery holds only "
-                             f"{len(self)} rows.")
+        self.check_n_neighbors(n_neighbors)  # before any allocation of that size
         distances = np.empty((Q.shape[0], n_neighbors), dtype=np.float32)
         indices = np.empty((Q.shape[0], n_neighbors), dtype=np.int64)
         q_domains = np.asarray(q_domains)

@@ -11,7 +11,6 @@ fitted ``domains_``, ``train_embedding_`` and ``train_domain_``, and the paramet
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
@@ -119,12 +118,7 @@ class SearchMixin:
             to map hits back to files.
         """
         check_is_fitted(self, "net_")
-        if (isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral)
-                or n_neighbors < 1):
-            raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}.")
-        if n_neighbors > len(self.gallery_):  # before any query is embedded
-            raise ValueError(f"n_neighbors={n_neighbors} but the gallery holds only "
-                             f"{len(self.gallery_)} rows.")
+        self.gallery_.check_n_neighbors(n_neighbors)  # before any query is embedded
         Q, q_domains, self_query = self._queries(X, sample_domain)
         distances, indices = self.gallery_.search(
             Q, q_domains, n_neighbors, gallery_domain=gallery_domain, index=self.index,

@@ -34,6 +34,15 @@ from .cluster import (
 
 __all__ = ["detect_private_queries", "fit_open_set_structure", "judge_queries"]
 
+# the clustering options detect_private_queries and fit_open_set_structure share
+_CLUSTERING_PARAMETERS = {
+    "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
+    "merge_rule": [StrOptions(set(MERGE_RULES))],
+    "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+    "n_redo": [Interval(numbers.Integral, 1, None, closed="left")],
+    "random_state": ["random_state"],
+}
+
 # Elements of one (rows x gallery) block of product distances; a few float64 temporaries
 # of this size live at once (~16 MiB each).
 _BLOCK_ELEMENTS = 2**21
@@ -102,16 +111,7 @@ def _scan_gallery(Q, G, g_order, g_starts, q_partner, compute_max):
     return d_min, row_max
 
 
-@validate_params(
-    {
-        "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
-        "merge_rule": [StrOptions(set(MERGE_RULES))],
-        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "n_redo": [Interval(numbers.Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
-    },
-    prefer_skip_nested_validation=True,
-)
+@validate_params(_CLUSTERING_PARAMETERS, prefer_skip_nested_validation=True)
 def detect_private_queries(
     query_emb,
     gallery_emb,
@@ -234,16 +234,7 @@ def detect_private_queries(
     )
 
 
-@validate_params(
-    {
-        "max_prototypes": [Interval(numbers.Integral, 2, None, closed="left")],
-        "merge_rule": [StrOptions(set(MERGE_RULES))],
-        "n_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "n_redo": [Interval(numbers.Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
-    },
-    prefer_skip_nested_validation=True,
-)
+@validate_params(_CLUSTERING_PARAMETERS, prefer_skip_nested_validation=True)
 def fit_open_set_structure(
     query_reference,
     gallery_emb,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 
-from .._sklearn_compat import Interval, validate_params
+from .._sklearn_compat import validate_params
 from .._validation import l2_normalize
 from ._ranking import (
     check_domain_data,
@@ -17,7 +16,7 @@ from ._ranking import (
     query_stats,
     warn_no_query,
 )
-from ._retrieval import check_pairs, domain_pairs
+from ._retrieval import CUTOFFS, check_pairs, domain_pairs
 
 # --------------------------------------------------------------------------------------
 # Report
@@ -118,11 +117,8 @@ def _fmt(value):
     return "nan" if not np.isfinite(value) else f"{value:.4f}"
 
 
-@validate_params(
-    {"k": [Interval(Integral, 1, None, closed="left"), "array-like"],
-     "pairs": ["array-like", None]},
-    prefer_skip_nested_validation=True,
-)
+@validate_params({"k": CUTOFFS, "pairs": ["array-like", None]},
+                 prefer_skip_nested_validation=True)
 def retrieval_report(embeddings, labels, sample_domain, *, k=(1, 5, 15), pairs=None):
     """Retrieval scores of every ordered pair of domains, in one table.
 

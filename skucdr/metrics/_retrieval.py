@@ -26,15 +26,17 @@ from ._ranking import (
 # Public metrics
 # --------------------------------------------------------------------------------------
 
+# the parameters mean_average_precision and cross_domain_map share
+MAP_PARAMETERS = {
+    "k": [Interval(Integral, 1, None, closed="left"), None],
+    "average": [StrOptions({"query", "class"})],
+    "interpolated": ["boolean"],
+}
+# the cut-offs of precision_at_k and retrieval_report: an int or a sequence of them
+CUTOFFS = [Interval(Integral, 1, None, closed="left"), "array-like"]
 
-@validate_params(
-    {
-        "k": [Interval(Integral, 1, None, closed="left"), None],
-        "average": [StrOptions({"query", "class"})],
-        "interpolated": ["boolean"],
-    },
-    prefer_skip_nested_validation=True,
-)
+
+@validate_params(MAP_PARAMETERS, prefer_skip_nested_validation=True)
 def mean_average_precision(
     query_emb,
     query_labels,
@@ -107,10 +109,7 @@ def mean_average_precision(
     return mean_ap(stats, bool(interpolated), average)
 
 
-@validate_params(
-    {"k": [Interval(Integral, 1, None, closed="left"), "array-like"]},
-    prefer_skip_nested_validation=True,
-)
+@validate_params({"k": CUTOFFS}, prefer_skip_nested_validation=True)
 def precision_at_k(query_emb, query_labels, gallery_emb, gallery_labels, *, k=(1, 5, 15)):
     """Precision at k of cosine-similarity retrieval, as defined by UCDIR.
 
@@ -215,14 +214,7 @@ def check_pairs(pairs, sample_domain):
     return checked
 
 
-@validate_params(
-    {
-        "k": [Interval(Integral, 1, None, closed="left"), None],
-        "average": [StrOptions({"query", "class"})],
-        "interpolated": ["boolean"],
-    },
-    prefer_skip_nested_validation=True,
-)
+@validate_params(MAP_PARAMETERS, prefer_skip_nested_validation=True)
 def cross_domain_map(
     embeddings,
     labels,
